@@ -1,0 +1,125 @@
+"""Pipelines that join the pieces: a box → a 3D tumour mask, and a labelled case → its evaluation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ModalityError
+from .labels import region_mask
+from .metrics import region_scores
+from .prompts import Box3D, PixelBox, SlicePrompt, add_click, to_slice
+from .propagation import CancelCheck, PropagationResult, PropagationSession, PropagationSettings
+from .sam.engine import SamEngine
+from .simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
+from .volumes import Case, ScalarVolume
+
+PROMPT_MODES = ("box2d", "box3d", "points")
+ProgressCallback = Callable[[int, int], None]
+
+# A label value for the binary SAM result when written as a label map: the whole tumour.
+WHOLE_TUMOUR_VALUE = 1
+
+
+def segment_box3d(
+    engine: SamEngine, volume: ScalarVolume, box: Box3D, axis: int = 0, seed_index: int | None = None,
+    seed_box: PixelBox | None = None, progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
+    settings: PropagationSettings = PropagationSettings(),
+) -> tuple[PropagationSession, PropagationResult]:
+    """Segment inside a 3D box: SAM on the seed slice (default: the box's centre), then propagation within
+    the box's slice range. ``seed_box`` is the box as drawn on the seed slice, if it differs from the 3D box."""
+    box = box.clipped_to(volume.array.shape)
+    seed = box.centre_slice(axis) if seed_index is None else int(seed_index)
+    session = PropagationSession(engine, volume, axis, box.slice_range(axis), settings)
+    result = session.run(seed, [SlicePrompt(box=seed_box or box.in_plane_box(axis))], progress, cancel)
+    return session, result
+
+
+def segment_slices(engine: SamEngine, volume: ScalarVolume, axis: int, prompts: dict[int, list[SlicePrompt]],
+                   progress: ProgressCallback | None = None) -> np.ndarray:
+    """Segment each prompted slice on its own (no propagation)."""
+    mask = np.zeros(volume.array.shape, dtype=bool)
+    for done, (index, slice_prompts) in enumerate(sorted(prompts.items()), start=1):
+        plane = engine.segment(volume, axis, index, slice_prompts)
+        np.moveaxis(mask, axis, 0)[index] = plane
+        if progress:
+            progress(done, len(prompts))
+    return mask
+
+
+@dataclass
+class CaseEvaluation:
+    case: str
+    modality: str
+    prompt: str
+    clicks: int
+    scores: dict[str, dict[str, float]]
+    seconds: float
+    slices_segmented: int
+    prediction: np.ndarray = field(repr=False)
+    truth: np.ndarray = field(repr=False)
+
+    def as_json(self) -> dict:
+        return {"case": self.case, "modality": self.modality, "prompt": self.prompt, "clicks": self.clicks,
+                "seconds": round(self.seconds, 2), "slices_segmented": self.slices_segmented, **self.scores}
+
+
+def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
+                  axis: int = 0, progress: ProgressCallback | None = None) -> CaseEvaluation:
+    """Segment the whole tumour of a labelled case with prompts simulated from its label, then score it."""
+    if prompt not in PROMPT_MODES:
+        raise ValueError(f"unknown prompt mode {prompt!r}; expected one of {PROMPT_MODES}")
+    if case.label is None:
+        raise ModalityError(f"{case.name}: no label map, so nothing to evaluate against")
+    volume = case.volume(modality)
+    truth = region_mask(case.label, "WT")
+    start = time.perf_counter()
+    calls_before = engine.encoder_calls
+    if prompt == "box3d":
+        if not truth.any():
+            prediction, session = np.zeros_like(truth), None
+        else:
+            simulated = box3d_prompt(truth, axis)
+            session, result = segment_box3d(engine, volume, simulated.box, axis, simulated.seed_index,
+                                            simulated.seed_box, progress)
+            prediction = result.mask.copy()
+    else:
+        slice_prompts = box2d_prompts(truth, axis) if prompt == "box2d" else point_prompts(truth, axis)
+        prediction = segment_slices(engine, volume, axis, slice_prompts, progress)
+    for _ in range(clicks):
+        click = corrective_click(prediction, truth, case.spacing)
+        if click is None:
+            break
+        index, row, col = to_slice(axis, click.kji)
+        if prompt == "box3d":
+            if session is None:
+                break
+            session.run(index, add_click(session.slice_prompts.get(index, []), row, col, click.positive))
+            prediction = session.mask.copy()
+        else:
+            slice_prompts[index] = add_click(slice_prompts.get(index, []), row, col, click.positive)
+            plane = engine.segment(volume, axis, index, slice_prompts[index]) if slice_prompts[index] else False
+            np.moveaxis(prediction, axis, 0)[index] = plane
+    seconds = time.perf_counter() - start
+    label = prediction.astype(np.uint8) * WHOLE_TUMOUR_VALUE
+    truth_label = truth.astype(np.uint8) * WHOLE_TUMOUR_VALUE
+    scores = region_scores(label, truth_label, case.spacing, regions=("WT",))
+    return CaseEvaluation(case.name, modality, prompt, clicks, scores, seconds, engine.encoder_calls - calls_before,
+                          prediction, truth)
+
+
+def summarise(evaluations: list[CaseEvaluation]) -> dict:
+    """Mean of every figure per region, plus the mean time per case."""
+    summary: dict = {}
+    if not evaluations:
+        return summary
+    for region in evaluations[0].scores:
+        summary[region] = {metric: float(np.mean([e.scores[region][metric] for e in evaluations]))
+                           for metric in evaluations[0].scores[region]}
+    summary["seconds_per_case"] = float(np.mean([e.seconds for e in evaluations]))
+    summary["cases"] = len(evaluations)
+    return summary
+
