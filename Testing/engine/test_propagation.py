@@ -1,0 +1,100 @@
+"""Propagation through a real tumour, re-prompting, progress and cancel; simulated clinician prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.pipeline import evaluate_case, segment_box3d
+from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click
+from SAMBASegmentLib.propagation import PropagationSession
+from SAMBASegmentLib.simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
+
+
+@pytest.fixture(scope="module")
+def box3d_run(engine, real_case):
+    truth = region_mask(real_case.label, "WT")
+    simulated = box3d_prompt(truth, 0)
+    steps: list[tuple[int, int]] = []
+    session, result = segment_box3d(engine, real_case.volume("flair"), simulated.box, 0, simulated.seed_index,
+                                    simulated.seed_box, progress=lambda done, total: steps.append((done, total)))
+    return truth, simulated, session, result, steps
+
+
+def test_box3d_propagation_reaches_the_whole_tumour(box3d_run):
+    truth, simulated, _, result, steps = box3d_run
+    assert not result.cancelled
+    assert dice(result.mask, truth) >= 0.88
+    k_low, k_high = simulated.box.slice_range(0)
+    assert not result.mask[:k_low].any() and not result.mask[k_high + 1:].any()
+    assert steps[-1][0] == steps[-1][1] and [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+def test_reprompting_repropagates_away_from_the_seed_only(engine, real_case, box3d_run):
+    truth, simulated, session, _, _ = box3d_run
+    before = session.mask.copy()
+    seed = simulated.seed_index
+    index = seed + 10
+    calls = engine.encoder_calls
+    prompts = add_click(session.slice_prompts[index], *np.argwhere(truth[index])[0], positive=True)
+    session.run(index, prompts)
+    assert np.array_equal(session.mask[: index], before[: index])  # the seed side is untouched
+    assert session.slice_prompts[index] == prompts
+    assert engine.encoder_calls == calls  # every slice was already embedded
+
+
+def test_cancel_keeps_the_work_done(engine, real_case):
+    truth = region_mask(real_case.label, "WT")
+    simulated = box3d_prompt(truth, 0)
+    session = PropagationSession(engine, real_case.volume("flair"), 0, simulated.box.slice_range(0))
+    seen = []
+    result = session.run(simulated.seed_index, [SlicePrompt(box=simulated.seed_box)],
+                         progress=lambda done, total: seen.append(done), cancel=lambda: len(seen) >= 4)
+    assert result.cancelled and result.slices_segmented == 4
+    assert result.mask[simulated.seed_index].any()
+    assert result.mask.any(axis=(1, 2)).sum() == 4
+
+
+def test_box_outside_the_volume_is_refused(engine, real_case):
+    from SAMBASegmentLib.errors import PromptError
+
+    with pytest.raises(PromptError, match="lies outside the volume"):
+        segment_box3d(engine, real_case.volume("flair"), Box3D.from_ijk(300, 10, 10, 400, 50, 50))
+
+
+def test_simulated_prompts_agree_with_the_label(real_case):
+    truth = region_mask(real_case.label, "WT")
+    boxes = box2d_prompts(truth, 0)
+    assert sorted(boxes) == [k for k in range(truth.shape[0]) if truth[k].sum() >= 10]
+    for k, (prompt,) in boxes.items():
+        rows, cols = np.nonzero(truth[k])
+        assert prompt.box == (max(rows.min() - 5, 0), max(cols.min() - 5, 0), rows.max() + 5, cols.max() + 5)
+    for k, (prompt,) in point_prompts(truth, 0).items():
+        assert truth[k][prompt.points[0]] and prompt.point_labels == (1,)
+    simulated = box3d_prompt(truth, 0)
+    present = np.nonzero(truth.any(axis=(1, 2)))[0]
+    assert simulated.box.slice_range(0) == (present.min(), present.max())
+    assert simulated.seed_index == int(np.argmax(truth.sum(axis=(1, 2))))
+
+
+def test_corrective_click_follows_the_protocol():
+    truth = np.zeros((10, 30, 30), bool)
+    truth[2:8, 5:15, 5:15] = True
+    prediction = truth.copy()
+    prediction[2:8, 5:15, 10:15] = False  # a large miss
+    prediction[4:6, 20:23, 20:23] = True  # a small false positive
+    click = corrective_click(prediction, truth, (1.0, 1.0, 1.0))
+    assert click.positive and truth[click.kji] and not prediction[click.kji]
+    prediction = truth.copy()
+    prediction[2:8, 20:28, 20:28] = True  # now the false positive is the largest error
+    click = corrective_click(prediction, truth, (1.0, 1.0, 1.0))
+    assert not click.positive and prediction[click.kji] and not truth[click.kji]
+    assert corrective_click(truth, truth, (1.0, 1.0, 1.0)) is None
+
+
+def test_corrective_clicks_improve_a_point_prompted_case(engine, real_case):
+    without = evaluate_case(engine, real_case, "points", clicks=0)
+    with_clicks = evaluate_case(engine, real_case, "points", clicks=3)
+    assert with_clicks.scores["WT"]["dice"] > without.scores["WT"]["dice"]

