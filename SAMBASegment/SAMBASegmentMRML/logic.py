@@ -1,0 +1,549 @@
+"""MRML ↔ SAMBASegmentLib: what the module's widget asks for, in terms the engine understands.
+
+Volume nodes become normalised arrays with their geometry; ROI and point markups (world RAS, parent transforms
+included) become IJK boxes and voxels; a slice view becomes (array axis, slice index); engine masks become
+segments. SAM work runs in a ``SamTask``: inputs are read from MRML on the main thread, the model runs on any
+thread, and the result is written back on the main thread, so Slicer stays responsive while a volume propagates.
+
+Only ``slicer``, ``vtk``, numpy and SAMBASegmentLib are used, so this runs unchanged on ``slicer-core``. torch is
+imported when the model is first needed, after the module has checked that it is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from SAMBASegmentLib.errors import PromptError, VolumeError
+from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES
+from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click, to_slice
+from SAMBASegmentLib.volumes import ScalarVolume, normalise_intensities
+
+MODULE_NAME = "SAMBASegment"
+BOX_ATTRIBUTE = "SAMBASegment.Box"  # set on the ROI nodes that are prompts (other ROIs in the scene are not)
+WHOLE_TUMOUR = "WT"  # segment ID and name of SAM's binary result: the BraTS whole-tumour region
+WHOLE_TUMOUR_COLOUR = (1.0, 0.55, 0.0)  # labels.CLASS_COLOURS has the three classes only; orange stands apart
+POSITIVE_COLOUR = (0.1, 0.9, 0.1)
+NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
+UNDO_DEPTH = 10
+# A slice view this far from the volume's axes (cosine of ~25°) is oblique, and SAM would see a different image.
+_MIN_AXIS_ALIGNMENT = 0.9
+# Box corners within this distance (voxels) of a voxel centre include that voxel; absorbs float round-off.
+_VOXEL_TOLERANCE = 1e-3
+_MODALITY_TOKENS: dict[str, frozenset[str]] = {
+    # Node-name tokens per modality, as SAMBASegmentLib.volumes matches file names (it has no public helper for
+    # names). Token matching keeps "t1ce" from also matching "t1".
+    "flair": frozenset({"flair", "t2f", "t2flair", "fl"}),
+    "t1": frozenset({"t1", "t1n", "t1w", "t1pre", "t1native"}),
+    "t1ce": frozenset({"t1ce", "t1c", "t1gd", "t1post", "t1ce1", "t1cgd"}),
+    "t2": frozenset({"t2", "t2w"}),
+}
+
+Voxel = tuple[int, int, int]  # (k, j, i): array order, as SAMBASegmentLib and slicer.util.arrayFromVolume use
+
+
+# --- names ------------------------------------------------------------------------------------------------------
+def modalityOfName(name: str) -> str | None:
+    """The modality a node name announces, or None when it names none or several."""
+    tokens = set(re.split(r"[_\-.\s]+", name.lower()))
+    matches = [modality for modality, names in _MODALITY_TOKENS.items() if tokens & names]
+    return matches[0] if len(matches) == 1 else None
+
+
+def guessModalities(scene: slicer.vtkMRMLScene) -> dict[str, slicer.vtkMRMLScalarVolumeNode]:
+    """Loaded scalar volumes by modality, from their names; a modality two volumes claim is left out."""
+    claims: dict[str, list] = {}
+    for node in _nodes(scene, "vtkMRMLScalarVolumeNode"):
+        modality = None if node.IsA("vtkMRMLLabelMapVolumeNode") else modalityOfName(node.GetName() or "")
+        if modality:
+            claims.setdefault(modality, []).append(node)
+    return {modality: nodes[0] for modality, nodes in claims.items() if len(nodes) == 1}
+
+
+def _nodes(scene: slicer.vtkMRMLScene, className: str) -> list:
+    collection = scene.GetNodesByClass(className)
+    return [collection.GetItemAsObject(n) for n in range(collection.GetNumberOfItems())]
+
+
+# --- geometry ---------------------------------------------------------------------------------------------------
+def _array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """4x4 homogeneous matrix applied to (n, 3) points."""
+    return (np.c_[points, np.ones(len(points))] @ matrix.T)[:, :3]
+
+
+def parentToWorld(node: slicer.vtkMRMLTransformableNode) -> np.ndarray:
+    """The node's parent frame → world RAS. Only a linear transform keeps a voxel grid a grid, so others are refused."""
+    matrix = vtk.vtkMatrix4x4()
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(node.GetParentTransformNode(), None, matrix):
+        raise VolumeError(f"{node.GetName()} is under a non-linear transform; harden it first "
+                          "(Data module: right-click the transform, Harden transform)")
+    return _array(matrix)
+
+
+def ijkToWorld(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    ijkToRAS = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(ijkToRAS)
+    return parentToWorld(volumeNode) @ _array(ijkToRAS)
+
+
+def volumeShape(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> tuple[int, int, int]:
+    """(k, j, i) sizes."""
+    image = volumeNode.GetImageData()
+    if image is None:
+        raise VolumeError(f"{volumeNode.GetName()} has no voxels")
+    columns, rows, slices = image.GetDimensions()
+    return slices, rows, columns
+
+
+def _worldToVoxelCoordinates(volumeNode: slicer.vtkMRMLScalarVolumeNode, points: np.ndarray) -> np.ndarray:
+    """World RAS (n, 3) → continuous (i, j, k) (n, 3); voxel centres are at integers."""
+    return _apply(np.linalg.inv(ijkToWorld(volumeNode)), points)
+
+
+def roiToBox(roiNode: slicer.vtkMRMLMarkupsROINode, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> Box3D:
+    """The voxels whose centres the ROI holds, as the IJK box around them (the ROI may be rotated in the volume).
+
+    A box thinner than a voxel (drawn on one slice) keeps the slice that holds its centre.
+    """
+    bounds = [0.0] * 6
+    roiNode.GetObjectBounds(bounds)
+    corners = np.array(list(itertools.product(bounds[0:2], bounds[2:4], bounds[4:6])))
+    ijk = _worldToVoxelCoordinates(volumeNode, _apply(_array(roiNode.GetObjectToWorldMatrix()), corners))
+    low, high = ijk.min(axis=0), ijk.max(axis=0)
+    first, last = np.ceil(low - _VOXEL_TOLERANCE), np.floor(high + _VOXEL_TOLERANCE)
+    thin = first > last
+    first[thin] = last[thin] = np.round((low + high) / 2)[thin]
+    (i0, j0, k0), (i1, j1, k1) = first.astype(int), last.astype(int)
+    return Box3D.from_ijk(i0, j0, k0, i1, j1, k1).clipped_to(volumeShape(volumeNode))
+
+
+def boxToROI(roiNode: slicer.vtkMRMLMarkupsROINode, volumeNode: slicer.vtkMRMLScalarVolumeNode, box: Box3D) -> None:
+    """Place ``roiNode`` on the voxels of ``box``, aligned with the volume's axes and under its parent transform."""
+    ijkToRAS = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(ijkToRAS)
+    ijkToRAS = _array(ijkToRAS)
+    spacing = np.linalg.norm(ijkToRAS[:3, :3], axis=0)
+    orientation = np.eye(4)
+    orientation[:3, :3] = ijkToRAS[:3, :3] / spacing
+    if np.linalg.det(orientation[:3, :3]) < 0:  # a left-handed grid: flip one axis, the box is symmetric
+        orientation[:3, 2] *= -1
+    lo, hi = np.array(box.lo[::-1], dtype=float), np.array(box.hi[::-1], dtype=float)  # (i, j, k)
+    orientation[:3, 3] = _apply(ijkToRAS, ((lo + hi) / 2)[None])[0]
+    roiNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    roiNode.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(orientation))
+    roiNode.SetSize(*((hi - lo + 1) * spacing))
+
+
+def markupsVoxels(markupsNode: slicer.vtkMRMLMarkupsNode | None,
+                  volumeNode: slicer.vtkMRMLScalarVolumeNode) -> list[Voxel]:
+    """The voxel (k, j, i) under each placed control point."""
+    if markupsNode is None:
+        return []
+    placed = [n for n in range(markupsNode.GetNumberOfControlPoints())
+              if markupsNode.GetNthControlPointPositionStatus(n) == markupsNode.PositionDefined]
+    if not placed:
+        return []
+    world = np.array([markupsNode.GetNthControlPointPositionWorld(n) for n in placed])
+    ijk = np.round(_worldToVoxelCoordinates(volumeNode, world)).astype(int)
+    return [(int(k), int(j), int(i)) for i, j, k in ijk]
+
+
+@dataclass(frozen=True)
+class SliceTarget:
+    """The slice a view shows, in the engine's terms: array axis (0 = k, 1 = j, 2 = i) and index along it."""
+
+    axis: int
+    index: int
+
+
+def sliceTarget(sliceNode: slicer.vtkMRMLSliceNode, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> SliceTarget:
+    """The volume slice a slice view shows: the array axis nearest the view's normal, at the view's plane."""
+    sliceToRAS = _array(sliceNode.GetSliceToRAS())
+    worldToIJK = np.linalg.inv(ijkToWorld(volumeNode))
+    normal = worldToIJK[:3, :3] @ sliceToRAS[:3, 2]
+    alignment = np.abs(normal) / np.linalg.norm(normal)
+    ijkAxis = int(np.argmax(alignment))
+    view = sliceNode.GetName() or "slice"
+    if alignment[ijkAxis] < _MIN_AXIS_ALIGNMENT:
+        raise PromptError(f"the {view} view is oblique to {volumeNode.GetName()}; "
+                          "rotate it to the volume's axes (slice view menu: Rotate to volume plane)")
+    index = int(np.round((worldToIJK @ sliceToRAS[:, 3])[ijkAxis]))
+    axis = 2 - ijkAxis
+    depth = volumeShape(volumeNode)[axis]
+    if not 0 <= index < depth:
+        raise PromptError(f"the {view} view shows slice {index}, outside {volumeNode.GetName()} (0-{depth - 1})")
+    return SliceTarget(axis, index)
+
+
+def slicePrompts(target: SliceTarget, boxes: list[Box3D], positives: list[Voxel],
+                 negatives: list[Voxel]) -> list[SlicePrompt]:
+    """The prompts of one slice: every box crossing it is one object; each click joins the object it falls in."""
+    axis, index = target.axis, target.index
+    prompts = [SlicePrompt(box=box.in_plane_box(axis)) for box in boxes if box.lo[axis] <= index <= box.hi[axis]]
+    for voxel, positive in [(v, True) for v in positives] + [(v, False) for v in negatives]:
+        pointIndex, row, col = to_slice(axis, voxel)
+        if pointIndex == index:
+            prompts = add_click(prompts, row, col, positive)
+    if not prompts:
+        raise PromptError(f"nothing to segment on slice {index}: draw a box across it or place a + point on it")
+    return prompts
+
+
+# --- segments ---------------------------------------------------------------------------------------------------
+def _gridInSegmentationFrame(segmentationNode: slicer.vtkMRMLSegmentationNode,
+                             volumeNode: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkOrientedImageData:
+    """An empty image on the volume's voxel grid, expressed in the segmentation's parent frame."""
+    ijkToSegmentation = np.linalg.inv(parentToWorld(segmentationNode)) @ ijkToWorld(volumeNode)
+    slices, rows, columns = volumeShape(volumeNode)
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(0, columns - 1, 0, rows - 1, 0, slices - 1)
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijkToSegmentation))
+    return image
+
+
+def writeMask(segmentationNode: slicer.vtkMRMLSegmentationNode, segmentId: str, mask: np.ndarray,
+              volumeNode: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Replace a segment's voxels with ``mask`` ((k, j, i) on the volume's grid); the segment must exist."""
+    image = _gridInSegmentationFrame(segmentationNode, volumeNode)
+    image.GetPointData().SetScalars(
+        numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True,
+                                   array_type=vtk.VTK_UNSIGNED_CHAR))
+    replace = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId,
+                                                                               replace):
+        raise VolumeError(f"could not write segment {segmentId} into {segmentationNode.GetName()}")
+
+
+def readMask(segmentationNode: slicer.vtkMRMLSegmentationNode, segmentId: str,
+             volumeNode: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """A segment's voxels on the volume's grid, (k, j, i) bool."""
+    segmentImage = slicer.vtkOrientedImageData()
+    if not segmentationNode.GetBinaryLabelmapRepresentation(segmentId, segmentImage):
+        raise VolumeError(f"segment {segmentId} of {segmentationNode.GetName()} has no binary labelmap")
+    reference = _gridInSegmentationFrame(segmentationNode, volumeNode)
+    onGrid = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            segmentImage, reference, onGrid, False, True):
+        raise VolumeError(f"segment {segmentId} cannot be resampled onto {volumeNode.GetName()}")
+    return numpy_support.vtk_to_numpy(onGrid.GetPointData().GetScalars()).reshape(volumeShape(volumeNode)) > 0
+
+
+def ensureSegment(segmentationNode: slicer.vtkMRMLSegmentationNode, name: str,
+                  colour: tuple[float, float, float]) -> str:
+    """The ID of the segment called ``name`` (ID = name), created empty with ``colour`` if absent."""
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetSegment(name) is None:
+        segmentation.AddEmptySegment(name, name, list(colour))
+    return name
+
+
+def writeLabelMap(segmentationNode: slicer.vtkMRMLSegmentationNode, label: np.ndarray,
+                  volumeNode: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """An internal label map (1 NETC, 2 SNFH, 3 ET) as three segments with the BraTS names and colours."""
+    for value, name in CLASS_NAMES.items():
+        writeMask(segmentationNode, ensureSegment(segmentationNode, name, CLASS_COLOURS[name]), label == value,
+                  volumeNode)
+
+
+# --- SAM tasks --------------------------------------------------------------------------------------------------
+class SamTask:
+    """One SAM operation: ``run`` does the model work (any thread), ``finish`` writes the scene (main thread)."""
+
+    def __init__(self, title: str, compute: Callable[[SamTask], Any], write: Callable[[Any], None]) -> None:
+        self.title = title
+        self.done, self.total = 0, 1
+        self._compute, self._write = compute, write
+        self._cancel, self._finished = threading.Event(), threading.Event()
+        self._result: Any = None
+        self._error: Exception | None = None
+
+    def progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def run(self) -> None:
+        try:
+            self._result = self._compute(self)
+        except Exception as error:  # handed to the main thread by finish()
+            self._error = error
+        finally:
+            self._finished.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name=f"{MODULE_NAME}: {self.title}", daemon=True).start()
+
+    def finish(self) -> bool:
+        """Write the result into the scene, or raise the model's error; False (nothing written) if cancelled."""
+        if self._error is not None:
+            raise self._error
+        if self.cancelled:
+            return False
+        self._write(self._result)
+        return True
+
+
+@functools.lru_cache(maxsize=1)
+def _loadEngine(device: str | None, useAdapter: bool):
+    """The model, loaded once per process and setting: reopening the module or the scene keeps it."""
+    from SAMBASegmentLib.sam import SamEngine
+
+    return SamEngine.create(adapter="default" if useAdapter else None, device=device)
+
+
+@dataclass
+class _UndoStep:
+    segmentationNodeId: str
+    volumeNodeId: str
+    packed: np.ndarray | None  # np.packbits of the whole-tumour mask before the operation; None: no segment yet
+
+
+class SAMBASegmentLogic:
+    """Prompts from the scene → SAM → the whole-tumour segment, with undo; one instance per scene."""
+
+    def __init__(self, scene: slicer.vtkMRMLScene) -> None:
+        self.scene = scene
+        self.device: str | None = None  # None: GPU when present, else CPU
+        self.useAdapter = True
+        self.secondsPerSlice: float | None = None  # measured: encoder + decoder for a slice not seen before
+        self._engine = None
+        self._volumes: dict[str, tuple[int, ScalarVolume]] = {}  # node ID → (voxels' MTime, normalised copy)
+        self._session = None  # the PropagationSession that Propagate continues, and what it was made for
+        self._sessionKey: tuple | None = None
+        self._undo: list[_UndoStep] = []
+
+    # --- scene nodes ---------------------------------------------------------------------------------------------
+    def parameterNode(self) -> slicer.vtkMRMLScriptedModuleNode:
+        """The module's singleton parameter node; the widget wraps it in its parameterNodeWrapper."""
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetName(MODULE_NAME)
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            self.scene.AddNode(node)
+        return node
+
+    def createPointsNode(self, positive: bool) -> slicer.vtkMRMLMarkupsFiducialNode:
+        node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "SAMBA +" if positive else "SAMBA -")
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetSelectedColor(*(POSITIVE_COLOUR if positive else NEGATIVE_COLOUR))
+        display.SetPointLabelsVisibility(False)
+        return node
+
+    def createBoxNode(self) -> slicer.vtkMRMLMarkupsROINode:
+        """An empty ROI marked as a SAM box (the attribute is set before the node enters the scene)."""
+        node = slicer.vtkMRMLMarkupsROINode()
+        node.SetName(self.scene.GenerateUniqueName("SAMBA box"))
+        node.SetAttribute(BOX_ATTRIBUTE, "1")
+        self.scene.AddNode(node)
+        node.CreateDefaultDisplayNodes()
+        return node
+
+    def boxNodes(self) -> list[slicer.vtkMRMLMarkupsROINode]:
+        return [node for node in _nodes(self.scene, "vtkMRMLMarkupsROINode")
+                if node.GetAttribute(BOX_ATTRIBUTE) and node.GetNumberOfDefinedControlPoints() > 0]
+
+    def clearPrompts(self, *pointNodes: slicer.vtkMRMLMarkupsFiducialNode | None) -> None:
+        for node in self.boxNodes():
+            self.scene.RemoveNode(node)
+        for node in pointNodes:
+            if node is not None:
+                node.RemoveAllControlPoints()
+
+    def outputSegmentation(self, segmentationNode: slicer.vtkMRMLSegmentationNode | None,
+                           volumeNode: slicer.vtkMRMLScalarVolumeNode) -> slicer.vtkMRMLSegmentationNode:
+        """The segmentation the user chose, or a new one on the volume's grid."""
+        if segmentationNode is None:
+            segmentationNode = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                            f"{volumeNode.GetName()} SAMBA")
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        return segmentationNode
+
+    # --- model ----------------------------------------------------------------------------------------------------
+    def configure(self, device: str | None, useAdapter: bool) -> None:
+        """Choose the model's device and adapter; a change reloads the model at the next operation."""
+        if (device, useAdapter) != (self.device, self.useAdapter):
+            self.device, self.useAdapter = device, useAdapter
+            self._engine, self._session, self.secondsPerSlice = None, None, None
+
+    def modelDescription(self) -> str:
+        """One honest line: which model, where it runs, and how fast (measured once it has run)."""
+        if self._engine is None:
+            adapter = "with its fine-tuned adapter when one is shipped" if self.useAdapter else "zero-shot"
+            where = {None: "the GPU if there is one, else the CPU", "cpu": "the CPU", "cuda": "the GPU (CUDA)"}
+            return f"LiteMedSAM {adapter}, on {where[self.device]}; loads at the first Segment or Propagate."
+        speed = (f"{self.secondsPerSlice:.2f} s per new slice (measured here)" if self.secondsPerSlice
+                 else "speed is measured at the first new slice")
+        return (f"{self._engine.describe()}. {speed}; another prompt on a slice already seen costs only the "
+                "decoder, tens of milliseconds.")
+
+    def _loadedEngine(self):
+        if self._engine is None:
+            self._engine = _loadEngine(self.device, self.useAdapter)
+        return self._engine
+
+    def _timed(self, work: Callable[[Any], Any]) -> Any:
+        """Run ``work(engine)`` and keep the seconds per newly encoded slice it took."""
+        engine = self._loadedEngine()
+        calls, start = engine.encoder_calls, time.perf_counter()
+        result = work(engine)
+        encoded = engine.encoder_calls - calls
+        if encoded:
+            self.secondsPerSlice = (time.perf_counter() - start) / encoded
+        return result
+
+    # --- volumes and prompts --------------------------------------------------------------------------------------
+    def scalarVolume(self, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> ScalarVolume:
+        """A normalised copy of the node's voxels (the node is never written), kept while its voxels don't change so
+        that SAM's cached slice embeddings stay valid."""
+        image = volumeNode.GetImageData()
+        if image is None:
+            raise VolumeError(f"{volumeNode.GetName()} has no voxels")
+        stamp = image.GetMTime()
+        cached = self._volumes.get(volumeNode.GetID())
+        if cached is None or cached[0] != stamp:
+            voxels = slicer.util.arrayFromVolume(volumeNode)
+            if voxels.ndim != 3:
+                raise VolumeError(f"{volumeNode.GetName()} has {voxels.shape[-1]} components per voxel; "
+                                  "SAM needs a scalar volume")
+            voxels = np.nan_to_num(voxels.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            if cached is not None and self._engine is not None:
+                self._engine.clear_cache(cached[1])
+            spacing = tuple(float(s) for s in reversed(volumeNode.GetSpacing()))
+            cached = (stamp, ScalarVolume(normalise_intensities(voxels), spacing))
+            self._volumes[volumeNode.GetID()] = cached
+        ijk = ijkToWorld(volumeNode)[:3, :3]
+        volume = cached[1]
+        return ScalarVolume(volume.array, volume.spacing, ijk / np.linalg.norm(ijk, axis=0), volume.key)
+
+    def boxes(self, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> list[Box3D]:
+        return [roiToBox(node, volumeNode) for node in self.boxNodes()]
+
+    # --- operations -----------------------------------------------------------------------------------------------
+    def segmentSliceTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
+                         segmentationNode: slicer.vtkMRMLSegmentationNode,
+                         positiveNode: slicer.vtkMRMLMarkupsFiducialNode | None = None,
+                         negativeNode: slicer.vtkMRMLMarkupsFiducialNode | None = None) -> SamTask:
+        """SAM on the slice the view shows, with the boxes and clicks on it; only that slice of the segment changes."""
+        volume = self.scalarVolume(volumeNode)
+        target = sliceTarget(sliceNode, volumeNode)
+        prompts = slicePrompts(target, self.boxes(volumeNode), markupsVoxels(positiveNode, volumeNode),
+                               markupsVoxels(negativeNode, volumeNode))
+
+        def compute(task: SamTask) -> np.ndarray:
+            plane = self._timed(lambda engine: engine.segment(volume, target.axis, target.index, prompts))
+            task.progress(1, 1)
+            return plane[None]
+
+        def write(plane: np.ndarray) -> None:
+            self._replaceSlices(segmentationNode, volumeNode, target.axis, (target.index, target.index), plane)
+
+        return SamTask(f"segment slice {target.index}", compute, write)
+
+    def propagateTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
+                      segmentationNode: slicer.vtkMRMLSegmentationNode,
+                      positiveNode: slicer.vtkMRMLMarkupsFiducialNode | None = None,
+                      negativeNode: slicer.vtkMRMLMarkupsFiducialNode | None = None) -> SamTask:
+        """Segment the view's slice and propagate through the volume (within the boxes' depth, if they have one).
+
+        With the same volume, view axis and boxes as the previous propagation, this re-prompts it: only the slices
+        from this one away from the first seed are redone, and slices prompted by hand are kept.
+        """
+        volume = self.scalarVolume(volumeNode)
+        target = sliceTarget(sliceNode, volumeNode)
+        boxes = self.boxes(volumeNode)
+        prompts = slicePrompts(target, boxes, markupsVoxels(positiveNode, volumeNode),
+                               markupsVoxels(negativeNode, volumeNode))
+        deep = [box for box in boxes if box.hi[target.axis] > box.lo[target.axis]]
+        sliceRange = (min(b.lo[target.axis] for b in deep), max(b.hi[target.axis] for b in deep)) if deep else None
+        key = (volume.key, target.axis, tuple(boxes))
+        session = self._session if self._sessionKey == key else None
+        self._session = self._sessionKey = None  # kept again only if this run completes
+
+        def compute(task: SamTask) -> tuple:
+            def propagate(engine):
+                from SAMBASegmentLib.propagation import PropagationSession  # imports torch: off the main thread
+
+                current = session or PropagationSession(engine, volume, target.axis, sliceRange)
+                return current, current.run(target.index, prompts, task.progress, lambda: task.cancelled)
+
+            current, result = self._timed(propagate)
+            low, high = current.slice_range
+            if target.index != current.seed:  # a re-prompt redoes the slices beyond it, away from the seed
+                low, high = (target.index, high) if target.index > current.seed else (low, target.index)
+            slab = np.take(result.mask, range(low, high + 1), axis=target.axis)
+            return current, (low, high), slab
+
+        def write(result: tuple) -> None:
+            current, slices, slab = result
+            self._replaceSlices(segmentationNode, volumeNode, target.axis, slices, slab)
+            self._session, self._sessionKey = current, key
+
+        return SamTask(f"propagate from slice {target.index}", compute, write)
+
+    def _replaceSlices(self, segmentationNode: slicer.vtkMRMLSegmentationNode,
+                       volumeNode: slicer.vtkMRMLScalarVolumeNode, axis: int, slices: tuple[int, int],
+                       slab: np.ndarray) -> None:
+        """Put ``slab`` into slices ``slices`` (inclusive) of the whole-tumour segment; the rest, including the
+        annotator's corrections, stays. The segment's previous state goes onto the undo stack."""
+        exists = segmentationNode.GetSegmentation().GetSegment(WHOLE_TUMOUR) is not None
+        mask = readMask(segmentationNode, WHOLE_TUMOUR, volumeNode) if exists else np.zeros(volumeShape(volumeNode),
+                                                                                                bool)
+        self._undo.append(_UndoStep(segmentationNode.GetID(), volumeNode.GetID(),
+                                    np.packbits(mask) if exists else None))
+        del self._undo[:-UNDO_DEPTH]
+        selector = [slice(None)] * 3
+        selector[axis] = slice(slices[0], slices[1] + 1)
+        mask[tuple(selector)] = slab
+        writeMask(segmentationNode, ensureSegment(segmentationNode, WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR), mask,
+                  volumeNode)
+
+    @property
+    def canUndo(self) -> bool:
+        return bool(self._undo)
+
+    def undo(self) -> bool:
+        """Put the whole-tumour segment back as it was before the last SAM operation; False if nothing to undo."""
+        if not self._undo:
+            return False
+        step = self._undo.pop()
+        segmentationNode = self.scene.GetNodeByID(step.segmentationNodeId)
+        volumeNode = self.scene.GetNodeByID(step.volumeNodeId)
+        if segmentationNode is None or volumeNode is None:
+            return False
+        self._session = self._sessionKey = None  # it would propagate from masks the user no longer sees
+        if step.packed is None:
+            segmentationNode.GetSegmentation().RemoveSegment(WHOLE_TUMOUR)
+        else:
+            shape = volumeShape(volumeNode)
+            mask = np.unpackbits(step.packed, count=int(np.prod(shape))).reshape(shape)
+            writeMask(segmentationNode, WHOLE_TUMOUR, mask, volumeNode)
+        return True

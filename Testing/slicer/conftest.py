@@ -1,0 +1,51 @@
+"""Fixtures for the Slicer module's tests: a real MRML scene from slicer-core, wired as Slicer wires it, and the
+shared BraTS cases. Missing data fails the tests: they exist to check the module on real MRML and real images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import slicer
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "SAMBASegment"
+sys.path.insert(0, str(MODULE_DIR))  # where Slicer puts a scripted module's folder: SAMBASegmentMRML imports from it
+
+DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPO.parent / "shared" / "data" / "brats"))
+
+
+@pytest.fixture
+def scene() -> slicer.vtkMRMLScene:
+    """A scene with the application, colour, segmentation and volume logics that Slicer attaches at start-up."""
+    mrmlScene = slicer.vtkMRMLScene()
+    appLogic = slicer.vtkSlicerApplicationLogic()
+    appLogic.SetMRMLScene(mrmlScene)
+    for name, logic in (("Colors", slicer.vtkSlicerColorLogic()),
+                        ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
+                        ("Volumes", slicer.vtkSlicerVolumesLogic()),
+                        ("Markups", slicer.vtkSlicerMarkupsLogic())):
+        logic.SetMRMLApplicationLogic(appLogic)
+        logic.SetMRMLScene(mrmlScene)
+        appLogic.SetModuleLogic(name, logic)
+    mrmlScene.appLogic = appLogic  # the logics are owned by it: keep it alive as long as the scene
+    return mrmlScene
+
+
+@pytest.fixture(scope="session")
+def dataDir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: set SAMBA_DATA_DIR to the folder of case folders")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def caseDir(dataDir: Path) -> Path:
+    from SAMBASegmentMRML.selftest import CASE
+
+    folder = dataDir / CASE
+    if not folder.is_dir():
+        pytest.fail(f"{folder} is missing")
+    return folder
