@@ -405,14 +405,15 @@ class SAMBASegmentLogic:
         return (f"{self._engine.describe()}. {speed}; another prompt on a slice already seen costs only the "
                 "decoder, tens of milliseconds.")
 
-    def _loadedEngine(self):
+    def engine(self):
+        """The model (a SamEngine), loaded at the first call for the configured device and adapter."""
         if self._engine is None:
             self._engine = _loadEngine(self.device, self.useAdapter)
         return self._engine
 
     def _timed(self, work: Callable[[Any], Any]) -> Any:
         """Run ``work(engine)`` and keep the seconds per newly encoded slice it took."""
-        engine = self._loadedEngine()
+        engine = self.engine()
         calls, start = engine.encoder_calls, time.perf_counter()
         result = work(engine)
         encoded = engine.encoder_calls - calls

@@ -19,17 +19,22 @@ DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPO.parent / "shared" / "data"
 
 @pytest.fixture
 def scene() -> slicer.vtkMRMLScene:
-    """A scene with the application, colour, segmentation and volume logics that Slicer attaches at start-up."""
+    """A scene with the application, colour, segmentation and volume logics that Slicer attaches at start-up.
+
+    slicer-core has no share directory, so the colour logic logs that it cannot find colour files; the built-in
+    colour tables it adds are the ones these tests need."""
     mrmlScene = slicer.vtkMRMLScene()
     appLogic = slicer.vtkSlicerApplicationLogic()
     appLogic.SetMRMLScene(mrmlScene)
-    for name, logic in (("Colors", slicer.vtkSlicerColorLogic()),
+    colorLogic = slicer.vtkSlicerColorLogic()
+    for name, logic in (("Colors", colorLogic),
                         ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic()),
                         ("Volumes", slicer.vtkSlicerVolumesLogic()),
                         ("Markups", slicer.vtkSlicerMarkupsLogic())):
         logic.SetMRMLApplicationLogic(appLogic)
         logic.SetMRMLScene(mrmlScene)
         appLogic.SetModuleLogic(name, logic)
+    colorLogic.AddDefaultColorNodes()
     mrmlScene.appLogic = appLogic  # the logics are owned by it: keep it alive as long as the scene
     return mrmlScene
 
