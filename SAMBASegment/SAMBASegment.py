@@ -15,7 +15,9 @@ import qt
 import slicer
 import vtk
 from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 _SOURCE_TREE = Path(__file__).resolve().parents[1]
