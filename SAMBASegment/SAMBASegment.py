@@ -135,7 +135,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: SAMBASegmentParameterNode | None = None
         self._parameterNodeGuiTag = None
         self._task: SamTask | None = None
-        self._lastOperation = None  # the logic's task factory that a box drag repeats
+        self._lastOperation = None  # (the logic's task factory, the view it ran on): what a box drag repeats
         self._dependenciesReady = False
         self._taskTimer = qt.QTimer()
         self._taskTimer.setInterval(100)
@@ -230,6 +230,8 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.propagateButton.enabled = ready
         self.ui.undoButton.enabled = not running and self.logic.canUndo
         self.ui.cancelButton.enabled = running
+        self.ui.deviceComboBox.enabled = not running  # the running task keeps the model it started with
+        self.ui.useAdapterCheckBox.enabled = not running
         self.ui.progressBar.visible = running
         self.ui.cancelButton.visible = running
         self.ui.modelLabel.text = self.logic.modelDescription()
@@ -282,21 +284,23 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.clearPrompts(self._parameterNode.positivePoints, self._parameterNode.negativePoints)
 
     def onBoxEdited(self, caller, event) -> None:
+        """A box's drag ended: repeat the last operation on its view (the drag may have been in another view)."""
         if self._lastOperation is not None and self._task is None:
-            self._run(self._lastOperation)
+            self._run(*self._lastOperation)
 
     # --- SAM operations ---------------------------------------------------------------------------------------
-    def _run(self, makeTask) -> None:
+    def _run(self, makeTask, sliceNode: slicer.vtkMRMLSliceNode | None = None) -> None:
         """Start a SAM operation off the main thread; the timer shows its progress and writes its result."""
         if self._task is not None or not self._ensureDependencies():
             return
         parameters = self._parameterNode
+        sliceNode = sliceNode or parameters.activeView
         with slicer.util.tryWithErrorDisplay("SAM cannot start:", waitCursor=True):
             volume = self._promptVolume()
             parameters.output = self.logic.outputSegmentation(parameters.output, volume)
-            task = makeTask(volume, parameters.activeView, parameters.output, parameters.positivePoints,
+            task = makeTask(volume, sliceNode, parameters.output, parameters.positivePoints,
                             parameters.negativePoints)
-            self._task, self._lastOperation = task, makeTask
+            self._task, self._lastOperation = task, (makeTask, sliceNode)
             self.ui.statusLabel.text = f"Running: {task.title}…"
             task.start()
             self._taskTimer.start()

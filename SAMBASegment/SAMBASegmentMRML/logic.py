@@ -37,6 +37,10 @@ WHOLE_TUMOUR_COLOUR = (1.0, 0.55, 0.0)  # labels.CLASS_COLOURS has the three cla
 POSITIVE_COLOUR = (0.1, 0.9, 0.1)
 NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
 UNDO_DEPTH = 10
+# LiteMedSAM's image encoder measured on 2 CPU threads (1.14 s fp32, 0.72 s under bf16 autocast; see
+# ../shared/STACK-NOTES.md); on a GPU the model line shows the speed measured at the first slice instead.
+EXPECTED_CPU_SPEED = "about 1 s per new slice on a 2-core CPU (0.7 s where it has bf16), less on a GPU"
+SEEN_SLICE_COST = "another prompt on a slice already seen costs only the decoder, tens of milliseconds"
 # A slice view this far from the volume's axes (cosine of ~25°) is oblique, and SAM would see a different image.
 _MIN_AXIS_ALIGNMENT = 0.9
 # Box corners within this distance (voxels) of a voxel centre include that voxel; absorbs float round-off.
@@ -407,11 +411,11 @@ class SAMBASegmentLogic:
         if self._engine is None:
             adapter = "with its fine-tuned adapter when one is shipped" if self.useAdapter else "zero-shot"
             where = {None: "the GPU if there is one, else the CPU", "cpu": "the CPU", "cuda": "the GPU (CUDA)"}
-            return f"LiteMedSAM {adapter}, on {where[self.device]}; loads at the first Segment or Propagate."
-        speed = (f"{self.secondsPerSlice:.2f} s per new slice (measured here)" if self.secondsPerSlice
-                 else "speed is measured at the first new slice")
-        return (f"{self._engine.describe()}. {speed}; another prompt on a slice already seen costs only the "
-                "decoder, tens of milliseconds.")
+            return (f"LiteMedSAM {adapter}, on {where[self.device]}; loads at the first Segment or Propagate. "
+                    f"Expect {EXPECTED_CPU_SPEED}; {SEEN_SLICE_COST}.")
+        speed = (f"{self.secondsPerSlice:.2f} s per new slice, measured here" if self.secondsPerSlice
+                 else f"speed is measured at the first new slice (expect {EXPECTED_CPU_SPEED})")
+        return f"{self._engine.describe()}: {speed}; {SEEN_SLICE_COST}."
 
     def engine(self):
         """The model (a SamEngine), loaded at the first call for the configured device and adapter."""
@@ -454,7 +458,13 @@ class SAMBASegmentLogic:
         return ScalarVolume(volume.array, volume.spacing, ijk / np.linalg.norm(ijk, axis=0), volume.key)
 
     def boxes(self, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> list[Box3D]:
-        return [roiToBox(node, volumeNode) for node in self.boxNodes()]
+        boxes = []
+        for node in self.boxNodes():
+            try:
+                boxes.append(roiToBox(node, volumeNode))
+            except PromptError as error:  # say which of the boxes it is
+                raise PromptError(f"{node.GetName()}: {error}") from error
+        return boxes
 
     # --- operations -----------------------------------------------------------------------------------------------
     def segmentSliceTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
