@@ -106,13 +106,20 @@ class Case:
         return self.volumes[modality]
 
 
-def _name_tokens(path: Path) -> set[str]:
-    name = path.name.lower()
+def role_of_name(name: str) -> str | None:
+    """The modality (or ``label``) a file or node name announces, or None when it names none or several.
+
+    Token matching: ``Brats18_x_t1ce.nii.gz`` → t1ce, ``BraTS-GLI-1-000-t2f`` → flair, ``Flair_subtrMeanDivStd``
+    → flair, ``OTMultiClass`` → label. Shared by case folders and by Slicer node names.
+    """
+    name = name.lower()
     for suffix in IMAGE_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return {t for t in re.split(r"[_\-.\s]+", name) if t}
+    tokens = {t for t in re.split(r"[_\-.\s]+", name) if t}
+    matches = [key for key, names in _NAME_TOKENS.items() if tokens & names]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _is_image_file(path: Path) -> bool:
@@ -131,11 +138,9 @@ def find_case_files(folder: Path | str, overrides: dict[str, Path | str] | None 
         raise CaseFolderError(f"not a folder: {folder}")
     found: dict[str, Path] = {}
     for path in sorted(p for p in folder.iterdir() if _is_image_file(p)):
-        tokens = _name_tokens(path)
-        matches = [key for key, names in _NAME_TOKENS.items() if tokens & names]
-        if len(matches) != 1:
+        key = role_of_name(path.name)
+        if key is None:
             continue
-        key = matches[0]
         if key in found:
             raise ModalityError(
                 f"{folder}: both {found[key].name} and {path.name} look like {key}; "

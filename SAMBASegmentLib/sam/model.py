@@ -6,6 +6,7 @@ one module layout. Weights load with ``torch.load(..., weights_only=True)``; not
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ def _load_state_dict(path: Path) -> dict:
 def apply_adapter(model: Sam, adapter_dir: Path) -> Sam:
     """Apply a peft LoRA adapter (adapter_config.json + adapter_model.safetensors) and merge it in.
 
+    When the folder holds a ``manifest.json`` (as the shipped adapter does), its ``sha256`` is checked first.
+
     Merging keeps inference as fast as the base model; the result is numerically the adapted model.
     """
     from peft import PeftModel
@@ -92,9 +95,10 @@ def apply_adapter(model: Sam, adapter_dir: Path) -> Sam:
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise WeightsError(f"{adapter_dir}: not a peft adapter folder (adapter_config.json missing)")
-    expected = adapter_dir / "adapter_model.safetensors.sha256"
-    if expected.is_file():
-        verify_sha256(adapter_dir / "adapter_model.safetensors", expected.read_text().split()[0])
+    manifest = adapter_dir / "manifest.json"
+    if manifest.is_file():  # shipped adapters carry one; a user's own experiment may not
+        expected = json.loads(manifest.read_text())["sha256"]
+        verify_sha256(adapter_dir / "adapter_model.safetensors", expected)
     return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
