@@ -423,13 +423,15 @@ class SAMBASegmentLogic:
             self._engine = _loadEngine(self.device, self.useAdapter)
         return self._engine
 
-    def _timed(self, work: Callable[[Any], Any]) -> Any:
-        """Run ``work(engine)`` and keep the seconds per newly encoded slice it took."""
+    def _timed(self, work: Callable[[Any], tuple[Any, int]]) -> Any:
+        """Run ``work(engine)``, which returns (result, slices it went through), and keep the seconds per newly
+        encoded slice as the model line's speed, when most slices were new: a re-prompt that mostly decodes
+        cached slices says little about the encoder."""
         engine = self.engine()
         calls, start = engine.encoder_calls, time.perf_counter()
-        result = work(engine)
+        result, slices = work(engine)
         encoded = engine.encoder_calls - calls
-        if encoded:
+        if encoded and 2 * encoded >= slices:
             self.secondsPerSlice = (time.perf_counter() - start) / encoded
         return result
 
@@ -478,7 +480,7 @@ class SAMBASegmentLogic:
                                markupsVoxels(negativeNode, volumeNode))
 
         def compute(task: SamTask) -> np.ndarray:
-            plane = self._timed(lambda engine: engine.segment(volume, target.axis, target.index, prompts))
+            plane = self._timed(lambda engine: (engine.segment(volume, target.axis, target.index, prompts), 1))
             task.progress(1, 1)
             return plane[None]
 
@@ -512,7 +514,8 @@ class SAMBASegmentLogic:
                 from SAMBASegmentLib.propagation import PropagationSession  # imports torch: off the main thread
 
                 current = session or PropagationSession(engine, volume, target.axis, sliceRange)
-                return current, current.run(target.index, prompts, task.progress, lambda: task.cancelled)
+                result = current.run(target.index, prompts, task.progress, lambda: task.cancelled)
+                return (current, result), result.slices_segmented
 
             current, result = self._timed(propagate)
             low, high = current.slice_range
