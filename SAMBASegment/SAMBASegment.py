@@ -126,7 +126,7 @@ class SAMBASegmentParameterNode:
 
 
 class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Qt and MRML in, logic calls out; the only state kept here is the running task."""
+    """Qt and MRML in, logic calls out; it keeps only the running task and what a box drag repeats."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -237,17 +237,21 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelLabel.text = self.logic.modelDescription()
 
     def _promptVolume(self) -> slicer.vtkMRMLScalarVolumeNode | None:
+        if self._parameterNode is None:  # the module was left while SAM ran
+            return None
         return getattr(self._parameterNode, self._parameterNode.promptModality.value)
 
     def _fillModalities(self) -> None:
         """Empty volume slots take the loaded volume whose name announces that modality."""
+        if self._parameterNode is None:
+            return
         for modality, node in guessModalities(slicer.mrmlScene).items():
             if getattr(self._parameterNode, modality) is None:
                 setattr(self._parameterNode, modality, node)
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeAdded(self, caller, event, node) -> None:
-        if node.IsA("vtkMRMLScalarVolumeNode") and self._parameterNode:
+        if node.IsA("vtkMRMLScalarVolumeNode"):
             qt.QTimer.singleShot(0, self._fillModalities)  # once the reader has named the node
         if node.IsA("vtkMRMLMarkupsROINode") and node.GetAttribute(BOX_ATTRIBUTE):
             self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onBoxEdited)
@@ -285,7 +289,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onBoxEdited(self, caller, event) -> None:
         """A box's drag ended: repeat the last operation on its view (the drag may have been in another view)."""
-        if self._lastOperation is not None and self._task is None:
+        if self._lastOperation is not None and self._task is None and self._parameterNode is not None:
             self._run(*self._lastOperation)
 
     # --- SAM operations ---------------------------------------------------------------------------------------
