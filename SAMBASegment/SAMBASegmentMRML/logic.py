@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from vtk.util import numpy_support
 from SAMBASegmentLib.errors import PromptError, VolumeError
 from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES
 from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click, to_slice
-from SAMBASegmentLib.volumes import ScalarVolume, normalise_intensities
+from SAMBASegmentLib.volumes import MODALITIES, ScalarVolume, normalise_intensities, role_of_name
 
 MODULE_NAME = "SAMBASegment"
 BOX_ATTRIBUTE = "SAMBASegment.Box"  # set on the ROI nodes that are prompts (other ROIs in the scene are not)
@@ -45,32 +44,17 @@ SEEN_SLICE_COST = "another prompt on a slice already seen costs only the decoder
 _MIN_AXIS_ALIGNMENT = 0.9
 # Box corners within this distance (voxels) of a voxel centre include that voxel; absorbs float round-off.
 _VOXEL_TOLERANCE = 1e-3
-_MODALITY_TOKENS: dict[str, frozenset[str]] = {
-    # Node-name tokens per modality, as SAMBASegmentLib.volumes matches file names (it has no public helper for
-    # names). Token matching keeps "t1ce" from also matching "t1".
-    "flair": frozenset({"flair", "t2f", "t2flair", "fl"}),
-    "t1": frozenset({"t1", "t1n", "t1w", "t1pre", "t1native"}),
-    "t1ce": frozenset({"t1ce", "t1c", "t1gd", "t1post", "t1ce1", "t1cgd"}),
-    "t2": frozenset({"t2", "t2w"}),
-}
 
 Voxel = tuple[int, int, int]  # (k, j, i): array order, as SAMBASegmentLib and slicer.util.arrayFromVolume use
 
 
 # --- names ------------------------------------------------------------------------------------------------------
-def modalityOfName(name: str) -> str | None:
-    """The modality a node name announces, or None when it names none or several."""
-    tokens = set(re.split(r"[_\-.\s]+", name.lower()))
-    matches = [modality for modality, names in _MODALITY_TOKENS.items() if tokens & names]
-    return matches[0] if len(matches) == 1 else None
-
-
 def guessModalities(scene: slicer.vtkMRMLScene) -> dict[str, slicer.vtkMRMLScalarVolumeNode]:
     """Loaded scalar volumes by modality, from their names; a modality two volumes claim is left out."""
     claims: dict[str, list] = {}
     for node in _nodes(scene, "vtkMRMLScalarVolumeNode"):
-        modality = None if node.IsA("vtkMRMLLabelMapVolumeNode") else modalityOfName(node.GetName() or "")
-        if modality:
+        modality = None if node.IsA("vtkMRMLLabelMapVolumeNode") else role_of_name(node.GetName() or "")
+        if modality in MODALITIES:
             claims.setdefault(modality, []).append(node)
     return {modality: nodes[0] for modality, nodes in claims.items() if len(nodes) == 1}
 
