@@ -190,6 +190,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndClose(self, caller, event) -> None:
         self.logic = SAMBASegmentLogic(slicer.mrmlScene)  # sessions and undo steps belonged to the old scene
+        self._lastOperation = None
         if self.parent.isEntered:
             self.initializeParameterNode()
 
