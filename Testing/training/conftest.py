@@ -1,0 +1,34 @@
+"""Fixtures of the training tests: the real cases (missing data fails, never skips) and a tiny embedding cache.
+
+Same data-location convention as Testing/engine/conftest.py: $SAMBA_DATA_DIR, default <repo>/../shared/data/brats.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
+# Two training-side cases: a four-modality BraTS 2018 case and the two-modality z-scored 2013 case.
+CACHE_CASES = ("Brats18_2013_11_1", "brats_2013_pat0006_1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir() or not any(DATA_DIR.iterdir()):
+        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: put ../shared beside the repository "
+                    "or set SAMBA_DATA_DIR", pytrace=False)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real cache: a few slices of two training cases plus synthetic ones, encoded by the engine."""
+    from training.cache import CacheSettings, build_cache
+    from training.dataset import BuilderSettings
+
+    settings = CacheSettings(BuilderSettings(slices_per_case=5, exemplar_fraction=0.02), synthetic=2, seed=0)
+    return build_cache(tmp_path_factory.mktemp("cache"), settings, [data_dir / name for name in CACHE_CASES])

@@ -1,0 +1,61 @@
+"""Saving and reloading an adapter reproduces the trained model; the engine loads the shipped adapter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+
+from SAMBASegmentLib.sam import SamEngine
+from SAMBASegmentLib.sam.model import DEFAULT_ADAPTER_DIR, build_litemedsam, load_sam
+from SAMBASegmentLib.weights import sha256_of
+from training.adapters import attach, encoder_unchanged, freeze_batchnorm
+from training.evaluate import _same_encoder
+from training.losses import mode_loss
+from training.prompted import PromptedSam
+from training.train_sam import StepSampler, make_optimizer
+
+
+@pytest.mark.parametrize("mode", ["lora", "multiclass"])
+def test_save_and_reload_reproduce_outputs(tiny_cache, tmp_path, mode):
+    core = PromptedSam(attach(load_sam(adapter=None).model, mode, seed=0))
+    core.train()
+    freeze_batchnorm(core)
+    step = StepSampler(tiny_cache, mode, np.random.default_rng(4)).draw(core, 3)
+    optimizer = make_optimizer(core, 1e-3, 1e-3, 0.0)
+    multimask = mode == "multiclass"
+    for _ in range(2):
+        optimizer.zero_grad()
+        mode_loss(mode, core(step.embeddings, step.prompts, multimask), step.target).backward()
+        optimizer.step()
+    core.model.save_pretrained(str(tmp_path))
+    core.eval()
+    with torch.no_grad():
+        trained = core(step.embeddings, step.prompts, multimask)
+        base = build_litemedsam()
+        base.load_state_dict(load_sam(adapter=None).model.state_dict())
+        reloaded = PromptedSam(PeftModel.from_pretrained(base, str(tmp_path))).eval()
+        assert torch.equal(reloaded(step.embeddings, step.prompts, multimask), trained)
+        merged = load_sam(adapter=tmp_path)  # what the engine runs: peft merge_and_unload
+        merged_logits = PromptedSam(merged.model)(step.embeddings, step.prompts, multimask)
+    torch.testing.assert_close(merged_logits, trained, atol=2e-3, rtol=1e-3)
+    assert not torch.allclose(trained, PromptedSam(load_sam(adapter=None).model)(step.embeddings, step.prompts, multimask))
+    if mode == "lora":
+        assert encoder_unchanged(core.model) and _same_encoder(merged.model, load_sam(adapter=None).model)
+
+
+def test_engine_loads_the_shipped_adapter_by_default():
+    manifest = json.loads((DEFAULT_ADAPTER_DIR / "manifest.json").read_text())
+    assert manifest["sha256"] == sha256_of(DEFAULT_ADAPTER_DIR / "adapter_model.safetensors")
+    assert {"base_model", "data", "split", "settings", "metrics"} <= set(manifest)
+    assert (DEFAULT_ADAPTER_DIR / "MODEL_CARD.md").is_file()
+    shipped = SamEngine.create(device="cpu")
+    assert shipped.sam.adapter == DEFAULT_ADAPTER_DIR.name
+    assert SamEngine.create(adapter=None, device="cpu").sam.adapter is None
+    with torch.no_grad():  # the shipped adapter changes the decoder: it is really applied
+        a = shipped.sam.model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight
+        b = load_sam(adapter=None).model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight
+        assert not torch.equal(a, b)

@@ -1,0 +1,73 @@
+"""The dataset builder and the simulated clinician agree with the labels of real cases."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from SAMBASegmentLib.volumes import load_case
+from training.cache import CacheSettings, build_cache
+from training.dataset import BuilderSettings, slices_of_case
+from training.prompting import MAX_BOX_JITTER, corrective_click, first_click, jittered_box
+from training.split import SPLIT_PATH, load_split
+
+CASE = "Brats18_2013_11_1"
+
+
+@pytest.fixture(scope="module")
+def built(data_dir):
+    return load_case(data_dir / CASE), slices_of_case(data_dir / CASE, BuilderSettings(), np.random.default_rng(3))
+
+
+def test_split_is_by_case_and_keeps_the_duplicate_pair_together():
+    split = load_split()
+    assert not set(split["training"]) & set(split["validation"])
+    assert {"Brats18_2013_20_1", "brats_2013_pat0006_1"} <= set(split["training"])
+    assert json.loads(SPLIT_PATH.read_text())["validation"] == split["validation"]
+
+
+def test_validation_cases_are_refused(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="validation"):
+        build_cache(tmp_path, CacheSettings(), [data_dir / load_split()["validation"][0]])
+
+
+def test_records_are_the_engine_slices_with_their_labels(built):
+    case, found = built
+    assert len(found.records) >= 70
+    assert {r.modality for r in found.records} == {"flair", "t1", "t1ce", "t2"}
+    assert {r.axis for r in found.records} == {0, 1, 2}
+    empty = [r for r in found.records if not r.tumour.any()]
+    assert 0 < len(empty) < 0.2 * len(found.records)
+    for record in found.records + found.exemplars + found.recipients:
+        np.testing.assert_array_equal(record.image, case.volume(record.modality).slice(record.axis, record.index))
+        np.testing.assert_array_equal(record.label, np.take(case.label, record.index, axis=record.axis))
+    assert all(r.tumour.sum() >= 10 for r in found.records if r.tumour.any())
+    assert all(not r.tumour.any() for r in found.recipients) and all(r.tumour.any() for r in found.exemplars)
+
+
+def test_boxes_contain_the_tumour_with_at_most_20_px_jitter(built):
+    rng = np.random.default_rng(0)
+    for record in [r for r in built[1].records if r.tumour.any()]:
+        rows, cols = np.nonzero(record.tumour)
+        r0, c0, r1, c1 = jittered_box(record.tumour, rng)
+        assert r0 <= rows.min() and c0 <= cols.min() and r1 >= rows.max() and c1 >= cols.max()
+        assert rows.min() - r0 <= MAX_BOX_JITTER and r1 - rows.max() <= MAX_BOX_JITTER
+        assert cols.min() - c0 <= MAX_BOX_JITTER and c1 - cols.max() <= MAX_BOX_JITTER
+
+
+def test_clicks_agree_with_the_label(built):
+    rng = np.random.default_rng(0)
+    for record in [r for r in built[1].records if r.tumour.any()][:20]:
+        tumour = record.tumour
+        click = first_click(tumour, rng)
+        assert click.positive and tumour[click.row, click.col]
+        missed = tumour.copy()
+        missed[: tumour.shape[0] // 2] = False  # the prediction misses the upper half of the tumour
+        fix = corrective_click(missed, tumour)
+        assert fix is not None and fix.positive and tumour[fix.row, fix.col] and not missed[fix.row, fix.col]
+        leak = tumour | np.roll(tumour, 30, axis=1)  # the prediction leaks beside the tumour
+        fix = corrective_click(leak, tumour)
+        assert fix is not None and not fix.positive and leak[fix.row, fix.col] and not tumour[fix.row, fix.col]
+        assert corrective_click(tumour, tumour) is None
