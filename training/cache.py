@@ -5,7 +5,7 @@ second on a CPU. Embeddings come from the engine itself (``SamEngine.embedding``
 and bf16 autocast as at inference). Building is resumable: slices are encoded in order and the count of
 finished ones is saved after every chunk.
 
-    python -m training.cache --out training/cache/default [--slices-per-case 80] [--synthetic 160]
+    python -m training.cache --out training/cache/default [--slices-per-case 60] [--synthetic 120]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EMBEDDING_SHAPE = (256, 64, 64)
 class CacheSettings:
     builder: BuilderSettings = field(default_factory=BuilderSettings)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
-    synthetic: int = 160
+    synthetic: int = 120
     seed: int = 0
 
 

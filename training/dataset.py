@@ -45,7 +45,7 @@ class SliceRecord:
 class BuilderSettings:
     """How many slices of which kind. Weights favour FLAIR/T2 (whole tumour is visible there) and axial views."""
 
-    slices_per_case: int = 80
+    slices_per_case: int = 60
     modality_weights: dict[str, float] = field(
         default_factory=lambda: {"flair": 0.45, "t2": 0.25, "t1ce": 0.15, "t1": 0.15})
     view_weights: dict[str, float] = field(default_factory=lambda: {"axial": 0.6, "coronal": 0.2, "sagittal": 0.2})

@@ -32,6 +32,7 @@ from .split import DEFAULT_DATA_DIR, case_dirs
 PROMPT_CONFIGS = {"box2d": ("box2d", 0), "box3d": ("box3d", 0), "points": ("points", 0), "points+3": ("points", 3),
                   "box3d+3": ("box3d", 3)}
 DECODER_SIDE = ("prompt_encoder", "mask_decoder")
+SCORED_REGIONS = ("WT", "TC", "ET", "NETC", "SNFH")
 
 
 def _same_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -88,11 +89,19 @@ def multiclass_scores(engine: SamEngine, case: Case, modality: str) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    table: dict = {}
+    """Means over cases per model, modality and prompt configuration: Dice of every scored region, WT HD95."""
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        key = f"{row['model']}|{row['modality']}|{row['config']}"
-        table.setdefault(key, []).append(row["WT"]["dice"] if "WT" in row else float("nan"))
-    return {key: {"mean_wt_dice": float(np.mean(v)), "cases": len(v)} for key, v in table.items()}
+        groups.setdefault(f"{row['model']}|{row['modality']}|{row['config']}", []).append(row)
+    summary = {}
+    for key, group in groups.items():
+        entry: dict = {"cases": len(group)}
+        for region in SCORED_REGIONS:
+            if region in group[0]:
+                entry[f"{region}_dice"] = float(np.mean([r[region]["dice"] for r in group]))
+        entry["WT_hd95"] = float(np.mean([r["WT"]["hd95"] for r in group]))
+        summary[key] = entry
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multiclass", metavar="PATH", help="a multiclass adapter, scored per class")
     parser.add_argument("--modality", action="append", help="modalities (default flair)")
     parser.add_argument("--prompts", nargs="+", default=["box2d", "box3d", "points", "points+3"], choices=PROMPT_CONFIGS)
+    parser.add_argument("--cases", nargs="+", help="a subset of the validation cases (default: all of them)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
@@ -111,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for folder in case_dirs("validation", Path(args.data_dir)):
+    folders = case_dirs("validation", Path(args.data_dir))
+    unknown = set(args.cases or []) - {f.name for f in folders}
+    if unknown:
+        parser.error(f"not validation cases: {sorted(unknown)}")
+    for folder in [f for f in folders if not args.cases or f.name in args.cases]:
         case = load_case(folder)
         for modality in args.modality or ["flair"]:
             if modality not in case.volumes:
@@ -135,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     for key, value in summary.items():
-        print(f"{key:40s} WT Dice {value['mean_wt_dice']:.4f} ({value['cases']} cases)")
+        print(f"{key:40s} " + " ".join(f"{k} {v:.4f}" for k, v in value.items() if k != "cases") + f" ({value['cases']} cases)")
     return 0
 
 
