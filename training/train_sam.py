@@ -1,8 +1,8 @@
 """Fine-tune the engine's SAM on the cached training slices — one command per mode, resumable.
 
     python -m training.train_sam --mode lora       [--steps 600] [--encoder-steps 0]    # Cheap Lunch: boxes + clicks
-    python -m training.train_sam --mode decoder    [--steps 200]                        # SAMBA: boxes, Dice
-    python -m training.train_sam --mode multiclass [--steps 200]                        # SAMBA-mc: NETC/SNFH/ET
+    python -m training.train_sam --mode decoder    [--steps 120]                        # SAMBA: boxes, Dice
+    python -m training.train_sam --mode multiclass [--steps 120]                        # SAMBA-mc: NETC/SNFH/ET
     torchrun --nproc_per_node N -m training.train_sam ...                                # DDP, unchanged
 
 Decoder-side steps run on cached embeddings (``training.cache``); in ``lora`` mode the last ``--encoder-steps``
@@ -38,9 +38,9 @@ from .prompting import Click, corrective_click, empty_box, first_click, jittered
 log = logging.getLogger("train_sam")
 
 DEFAULTS = {  # mode: (steps, lr, head lr)
-    "decoder": (200, 1e-4, 1e-4),
+    "decoder": (120, 1e-4, 1e-4),
     "lora": (600, 1e-3, 2e-4),
-    "multiclass": (200, 1e-4, 1e-4),
+    "multiclass": (120, 1e-4, 1e-4),
 }
 BOX_EXTRA_CLICKS = ((0, 1, 2), (0.6, 0.25, 0.15))
 POINT_CLICKS = ((1, 2, 3, 4), (0.45, 0.2, 0.2, 0.15))

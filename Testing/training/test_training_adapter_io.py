@@ -11,11 +11,14 @@ from peft import PeftModel
 
 from SAMBASegmentLib.sam import SamEngine
 from SAMBASegmentLib.sam.model import DEFAULT_ADAPTER_DIR, build_litemedsam, load_sam
+from SAMBASegmentLib.sam.multiclass import class_logits, segment_classes
+from SAMBASegmentLib.volumes import ScalarVolume
 from SAMBASegmentLib.weights import sha256_of
 from training.adapters import attach, encoder_unchanged, freeze_batchnorm
 from training.evaluate import _same_encoder
 from training.losses import mode_loss
-from training.prompted import PromptedSam
+from training.prompted import PromptedSam, frame_of, prompt_batch
+from training.prompting import jittered_box
 from training.train_sam import StepSampler, make_optimizer
 
 
@@ -59,3 +62,24 @@ def test_engine_loads_the_shipped_adapter_by_default():
         a = shipped.sam.model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight
         b = load_sam(adapter=None).model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight
         assert not torch.equal(a, b)
+
+
+def test_multiclass_decoding_matches_the_trained_channels(tiny_cache, tmp_path):
+    """The engine-side decoder reads the classes in the order training wrote them (CLASS_ORDER)."""
+    core = PromptedSam(attach(load_sam(adapter=None).model, "multiclass", seed=0))
+    with torch.no_grad():
+        for parameter in core.model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.01 * torch.randn_like(parameter))  # any trained state will do
+    core.model.save_pretrained(str(tmp_path))
+    record = next(tiny_cache.record(n) for n in range(len(tiny_cache)) if tiny_cache.record(n).tumour.sum() > 200)
+    box = jittered_box(record.tumour, np.random.default_rng(0), max_jitter=0)
+    engine = SamEngine(load_sam(adapter=tmp_path), "cpu")
+    volume = ScalarVolume(record.image[None], (1.0, *record.spacing))
+    decoded = class_logits(engine, volume, 0, 0, box)
+    frame = frame_of(record)
+    with torch.no_grad():
+        trained = core.eval()(engine.embedding(volume, 0, 0), prompt_batch([frame], [box], [[]]), multimask=True)
+    torch.testing.assert_close(decoded, frame.logits_to_slice(trained)[0], atol=2e-3, rtol=1e-3)
+    labels = segment_classes(engine, volume, 0, 0, box)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3} and labels.shape == record.image.shape

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from SAMBASegmentLib.volumes import load_case
 from training.cache import CacheSettings, build_cache
@@ -64,10 +65,23 @@ def test_clicks_agree_with_the_label(built):
         click = first_click(tumour, rng)
         assert click.positive and tumour[click.row, click.col]
         missed = tumour.copy()
-        missed[: tumour.shape[0] // 2] = False  # the prediction misses the upper half of the tumour
+        missed[: int(np.median(np.nonzero(tumour)[0]))] = False  # the prediction misses the tumour's upper part
         fix = corrective_click(missed, tumour)
         assert fix is not None and fix.positive and tumour[fix.row, fix.col] and not missed[fix.row, fix.col]
         leak = tumour | np.roll(tumour, 30, axis=1)  # the prediction leaks beside the tumour
         fix = corrective_click(leak, tumour)
         assert fix is not None and not fix.positive and leak[fix.row, fix.col] and not tumour[fix.row, fix.col]
         assert corrective_click(tumour, tumour) is None
+
+
+def test_cached_embedding_is_the_engine_embedding_of_the_volume_slice(tiny_cache, data_dir):
+    """The cache holds what the engine computes at inference for that slice of the real volume (fp16 storage)."""
+    from SAMBASegmentLib.sam import SamEngine
+
+    entry = next(e for e in tiny_cache.entries if e["source"] == "real" and e["axis"] != 0)
+    n = tiny_cache.entries.index(entry)
+    volume = load_case(data_dir / entry["case"]).volume(entry["modality"])
+    expected = SamEngine.create(adapter=None, device="cpu").embedding(volume, entry["axis"], entry["index"])
+    cached = tiny_cache.embeddings([n])
+    assert cached.shape == expected.shape == (1, 256, 64, 64)
+    torch.testing.assert_close(cached, expected, atol=5e-2, rtol=1e-2)  # bf16 encoder, fp16 storage
