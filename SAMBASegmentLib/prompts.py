@@ -115,8 +115,31 @@ def expand_box(box: PixelBox, margin: int, shape: tuple[int, int]) -> PixelBox:
             min(shape[0] - 1, box[2] + margin), min(shape[1] - 1, box[3] + margin))
 
 
+def _overlap(a: PixelBox, b: PixelBox) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def merge_overlapping(boxes: list[PixelBox]) -> list[PixelBox]:
+    """Merge boxes that overlap, until none do: fragments of one lesion become one object again."""
+    merged = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for a in range(len(merged)):
+            for b in range(a + 1, len(merged)):
+                if _overlap(merged[a], merged[b]):
+                    x, y = merged[a], merged.pop(b)
+                    merged[a] = (min(x[0], y[0]), min(x[1], y[1]), max(x[2], y[2]), max(x[3], y[3]))
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
 def component_boxes(mask: np.ndarray, margin: int, min_pixels: int) -> list[PixelBox]:
-    """One box (grown by ``margin``) per 8-connected component of at least ``min_pixels`` pixels."""
+    """One box (grown by ``margin``) per 8-connected component of at least ``min_pixels`` pixels; boxes that
+    overlap are merged, so a lesion that fragments on one slice is still prompted as one object on the next."""
     components, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     boxes = []
     for index, found in enumerate(ndimage.find_objects(components), start=1):
@@ -124,7 +147,7 @@ def component_boxes(mask: np.ndarray, margin: int, min_pixels: int) -> list[Pixe
             continue
         rows, cols = found
         boxes.append(expand_box((rows.start, cols.start, rows.stop - 1, cols.stop - 1), margin, mask.shape))
-    return boxes
+    return merge_overlapping(boxes)
 
 
 def interior_point(mask: np.ndarray, spacing: tuple[float, ...] | None = None) -> tuple[int, ...]:

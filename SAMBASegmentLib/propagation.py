@@ -26,7 +26,7 @@ class PropagationSettings:
     """``box_margin``: pixels added around the previous slice's mask; ``min_pixels``: below this the mask has
     vanished (and propagation stops); components smaller than that are not carried to the next slice."""
 
-    box_margin: int = 3
+    box_margin: int = 5
     min_pixels: int = 10
 
 
