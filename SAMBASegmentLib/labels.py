@@ -28,6 +28,8 @@ CLASS_COLOURS: dict[str, tuple[float, float, float]] = {
     "ET": (1.0, 1.0, 0.0),
 }
 REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+# SAM's binary result is the whole tumour; orange keeps it apart from the three class colours.
+WHOLE_TUMOUR_COLOUR: tuple[float, float, float] = (1.0, 0.55, 0.0)
 
 _MAPPINGS: dict[LabelConvention, dict[int, int]] = {
     LabelConvention.BRATS2023: {1: 1, 2: 2, 3: 3},

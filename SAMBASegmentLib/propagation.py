@@ -32,9 +32,13 @@ class PropagationSettings:
 
 @dataclass
 class PropagationResult:
+    """``changed``: the inclusive slice range this run may have rewritten (the rest of ``mask`` is as before);
+    ``slices_segmented``: slices SAM ran on (cleared slices beyond a vanished mask are not counted)."""
+
     mask: np.ndarray
     slices_segmented: int
     cancelled: bool
+    changed: tuple[int, int]
 
 
 class PropagationSession:
@@ -87,8 +91,9 @@ class PropagationSession:
             self.seed = index
         self.user_slices.add(index)
         directions = [-1, 1] if index == self.seed else [1 if index > self.seed else -1]
-        total = sum((index - low) if d < 0 else (high - index) for d in directions) + 1
-        done = 1
+        changed = (low if -1 in directions else index, high if 1 in directions else index)
+        total = changed[1] - changed[0] + 1
+        done = segmented = 1
         self._segment(index, prompts)
         if progress:
             progress(done, total)
@@ -98,14 +103,16 @@ class PropagationSession:
             vanished = False
             while low <= current <= high:
                 if cancel and cancel():
-                    return PropagationResult(self.mask, done, True)
+                    return PropagationResult(self.mask, segmented, True, changed)
                 if current in self.user_slices:
                     previous = self._segment(current, self.slice_prompts[current])
+                    segmented += 1
                     vanished = False
                 else:
                     next_prompts = [] if vanished else self._prompts_from(previous)
                     if next_prompts:
                         previous = self._segment(current, next_prompts)
+                        segmented += 1
                     else:
                         vanished = True
                         self._clear(current)
@@ -113,4 +120,4 @@ class PropagationSession:
                 done += 1
                 if progress:
                     progress(done, total)
-        return PropagationResult(self.mask, done, False)
+        return PropagationResult(self.mask, segmented, False, changed)

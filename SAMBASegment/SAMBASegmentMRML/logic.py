@@ -25,14 +25,13 @@ import vtk
 from vtk.util import numpy_support
 
 from SAMBASegmentLib.errors import PromptError, VolumeError
-from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES
+from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES, WHOLE_TUMOUR_COLOUR
 from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click, to_slice
 from SAMBASegmentLib.volumes import MODALITIES, ScalarVolume, normalise_intensities, role_of_name
 
 MODULE_NAME = "SAMBASegment"
 BOX_ATTRIBUTE = "SAMBASegment.Box"  # set on the ROI nodes that are prompts (other ROIs in the scene are not)
 WHOLE_TUMOUR = "WT"  # segment ID and name of SAM's binary result: the BraTS whole-tumour region
-WHOLE_TUMOUR_COLOUR = (1.0, 0.55, 0.0)  # labels.CLASS_COLOURS has the three classes only; orange stands apart
 POSITIVE_COLOUR = (0.1, 0.9, 0.1)
 NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
 UNDO_DEPTH = 10
@@ -502,9 +501,7 @@ class SAMBASegmentLogic:
                 return (current, result), result.slices_segmented
 
             current, result = self._timed(propagate)
-            low, high = current.slice_range
-            if target.index != current.seed:  # a re-prompt redoes the slices beyond it, away from the seed
-                low, high = (target.index, high) if target.index > current.seed else (low, target.index)
+            low, high = result.changed
             slab = np.take(result.mask, range(low, high + 1), axis=target.axis)
             return current, (low, high), slab
 

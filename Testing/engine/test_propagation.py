@@ -39,7 +39,8 @@ def test_reprompting_repropagates_away_from_the_seed_only(engine, real_case, box
     index = seed + 10
     calls = engine.encoder_calls
     prompts = add_click(session.slice_prompts[index], *np.argwhere(truth[index])[0], positive=True)
-    session.run(index, prompts)
+    result = session.run(index, prompts)
+    assert result.changed == (index, session.slice_range[1])
     assert np.array_equal(session.mask[: index], before[: index])  # the seed side is untouched
     assert session.slice_prompts[index] == prompts
     assert engine.encoder_calls == calls  # every slice was already embedded
