@@ -1,0 +1,57 @@
+"""Fixtures for the detector tests: the real shared cases (same convention as Testing/engine) and the shipped
+detector. Missing data is a failure, never a skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.volumes import Case, load_case
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
+VALIDATION_CASE = "Brats18_CBICA_AQN_1"  # on the validation side of training/split.json: never trained on
+TRAINING_CASE = "Brats18_TCIA02_135_1"  # training side: used to check the export
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir() or not any(DATA_DIR.iterdir()):
+        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: put ../shared beside the repository "
+                    "or set SAMBA_DATA_DIR", pytrace=False)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def validation_case(data_dir: Path) -> Case:
+    return load_case(data_dir / VALIDATION_CASE)
+
+
+@pytest.fixture(scope="session")
+def training_case(data_dir: Path) -> Case:
+    return load_case(data_dir / TRAINING_CASE)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from SAMBASegmentLib.detection import TumourDetector
+
+    return TumourDetector.load()
+
+
+def largest_tumour_slice(case: Case) -> int:
+    """Axial slice with the most whole-tumour pixels."""
+    return int(np.argmax(region_mask(case.label, "WT").sum(axis=(1, 2))))
+
+
+def empty_brain_slice(case: Case) -> int:
+    """A tumour-free axial slice with a large brain cross-section, as far from the tumour as possible."""
+    tumour = region_mask(case.label, "WT").sum(axis=(1, 2))
+    brain = (case.volume("flair").array > 0).sum(axis=(1, 2))
+    rows = np.nonzero(tumour)[0]
+    candidates = [i for i in np.nonzero((tumour == 0) & (brain >= 0.6 * brain.max()))[0]]
+    return int(max(candidates, key=lambda i: min(abs(i - rows.min()), abs(i - rows.max()))))

@@ -1,0 +1,80 @@
+"""Linking per-slice detections into 3D candidates, on synthetic detections whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from SAMBASegmentLib.detection import (Candidate, Detection, DetectionSettings, candidate_covered, filter_candidates,
+                                       link_detections)
+
+SETTINGS = DetectionSettings()
+
+
+def drifting_tumour(first: int, last: int, skip: set[int] = frozenset()) -> list[Detection]:
+    """A tumour whose box grows then shrinks and drifts one pixel per slice, detected with confidence 0.8."""
+    middle = (first + last) / 2
+    out = []
+    for index in range(first, last + 1):
+        if index in skip:
+            continue
+        half = int(20 - abs(index - middle))
+        centre = 100 + (index - first)
+        out.append(Detection(index, (centre - half, 60 - half, centre + half, 60 + half), 0.8))
+    return out
+
+
+def test_two_tumours_a_flicker_and_a_missed_slice() -> None:
+    tumour_a = drifting_tumour(10, 25, skip={17})  # one missed slice inside: max_gap bridges it
+    tumour_b = [Detection(i, (30, 150, 50, 175), 0.6) for i in range(40, 46)]
+    flicker = [Detection(33, (200, 20, 210, 30), 0.3)]
+    raw = link_detections(tumour_a + tumour_b + flicker, axis=0, settings=SETTINGS)
+    assert len(raw) == 3
+    kept = filter_candidates(raw, slice_spacing=1.0, settings=SETTINGS)
+    assert [c.slice_range for c in kept] == [(10, 25), (40, 45)]  # best score first
+    first = kept[0]
+    assert 17 not in first.boxes and len(first.boxes) == 15
+    assert first.boxes[10] == [tumour_a[0].box]
+    assert first.seed().index in (17 - 1, 17 + 1, 18)  # the largest confident box is at the middle
+    box = first.box3d()
+    assert box.lo[0] == 10 and box.hi[0] == 25
+    assert box.lo[1] == min(d.box[0] for d in tumour_a) and box.hi[2] == max(d.box[3] for d in tumour_a)
+
+
+def test_gap_longer_than_max_gap_splits_a_stack() -> None:
+    detections = [Detection(i, (50, 50, 80, 80), 0.9) for i in (10, 11, 12, 16, 17, 18)]
+    candidates = link_detections(detections, axis=0, settings=SETTINGS)
+    assert sorted(c.slice_range for c in candidates) == [(10, 12), (16, 18)]
+
+
+def test_non_overlapping_boxes_on_neighbouring_slices_are_different_candidates() -> None:
+    left = [Detection(i, (100, 20, 130, 50), 0.9) for i in range(5, 12)]
+    right = [Detection(i, (100, 170, 130, 200), 0.7) for i in range(5, 12)]
+    candidates = filter_candidates(link_detections(left + right, axis=0), slice_spacing=1.0)
+    assert len(candidates) == 2
+    assert candidates[0].boxes[5] == [(100, 20, 130, 50)] and candidates[1].boxes[5] == [(100, 170, 130, 200)]
+
+
+def test_fragmented_slice_keeps_both_fragments_in_one_candidate() -> None:
+    stack = [Detection(i, (60, 60, 120, 120), 0.9) for i in range(20, 26)]
+    fragments = [Detection(26, (60, 60, 85, 85), 0.7), Detection(26, (95, 95, 120, 120), 0.6)]
+    candidates = link_detections(stack + fragments, axis=0)
+    assert len(candidates) == 1
+    assert sorted(candidates[0].boxes[26]) == [(60, 60, 85, 85), (95, 95, 120, 120)]
+
+
+def test_extent_is_in_millimetres_and_weak_stacks_are_dropped() -> None:
+    short = [Detection(i, (50, 50, 80, 80), 0.9) for i in (3, 4)]  # 2 slices
+    assert filter_candidates(link_detections(short, 0), slice_spacing=1.0) == []  # 2 mm: too short
+    assert len(filter_candidates(link_detections(short, 0), slice_spacing=5.0)) == 1  # 10 mm of thick slices
+    weak = [Detection(i, (50, 50, 80, 80), 0.15) for i in range(3, 15)]
+    assert filter_candidates(link_detections(weak, 0), slice_spacing=1.0) == []
+
+
+def test_other_axes_and_coverage() -> None:
+    candidate = Candidate(axis=2, detections=[Detection(i, (10, 20, 30, 40), 0.9) for i in range(50, 55)])
+    box = candidate.box3d()  # sagittal: slices across i, rows k, columns j
+    assert box.lo == (10, 20, 50) and box.hi == (30, 40, 54)
+    mask = np.zeros((64, 64, 64), dtype=bool)
+    assert not candidate_covered(candidate, mask)
+    mask[15, 25, 50:54] = True
+    assert candidate_covered(candidate, mask)
