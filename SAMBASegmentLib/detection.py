@@ -73,7 +73,8 @@ class DetectionSettings:
     ``min_score``: a candidate's score (mean of its ``score_top`` best confidences, missing ones count 0) needed
     to become a proposal; ``seed_margin``: pixels added around the seed box (SAM was trained on loose boxes);
     ``range_margin_mm``: the propagation range extends this far past the candidate's slices, where the detector
-    misses the tumour's thin ends.
+    misses the tumour's thin ends; ``box_every_slice``: besides the seed, every slice where the candidate has a
+    box of at least ``box_confidence`` is prompted with that box instead of the previous slice's mask.
     """
 
     confidence: float = 0.1
@@ -86,6 +87,8 @@ class DetectionSettings:
     min_score: float = 0.4
     seed_margin: int = 5
     range_margin_mm: float = 3.0
+    box_every_slice: bool = False
+    box_confidence: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ def link_detections(detections: list[Detection], axis: int, settings: DetectionS
 
     A detection joins the open candidate whose boxes on its latest slice (at most ``max_gap`` slices back)
     overlap it best (≥ ``link_overlap`` of the smaller box); otherwise it opens a new candidate. Several
-    detections on one slice may join one candidate (a fragmented lesion). Unfiltered: see ``propose``.
+    detections on one slice may join one candidate (a fragmented lesion). Chains that touch anywhere are then
+    merged (``merge_touching``): lobes that split and rejoin are one lesion. Unfiltered: see ``propose``.
     """
     candidates: list[Candidate] = []
     by_slice: dict[int, list[Detection]] = {}
@@ -195,7 +199,35 @@ def link_detections(detections: list[Detection], axis: int, settings: DetectionS
                 best = Candidate(axis)
                 candidates.append(best)
             best.detections.append(detection)
-    return candidates
+    return merge_touching(candidates, settings)
+
+
+def _touch(a: Candidate, b: Candidate, settings: DetectionSettings) -> bool:
+    return any(abs(x.index - y.index) <= settings.max_gap + 1
+               and overlap_of_smaller(x.box, y.box) >= settings.link_overlap
+               for x in a.detections for y in b.detections)
+
+
+def merge_touching(candidates: list[Candidate], settings: DetectionSettings = DetectionSettings()) -> list[Candidate]:
+    """Merge candidates that have linkable detections (close slices, overlapping boxes) until none have.
+
+    Greedy slice-by-slice linking follows one chain; a tumour whose lobes separate and rejoin leaves two chains
+    side by side, and prompting them apart would cut each one's propagation at the other's range.
+    """
+    merged = list(candidates)
+    changed = True
+    while changed:
+        changed = False
+        for a in range(len(merged)):
+            for b in range(a + 1, len(merged)):
+                if _touch(merged[a], merged[b], settings):
+                    absorbed = merged.pop(b)
+                    merged[a].detections = sorted(merged[a].detections + absorbed.detections, key=lambda d: d.index)
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
 
 
 def filter_candidates(candidates: list[Candidate], slice_spacing: float,
@@ -300,13 +332,21 @@ def segment_candidate(engine: SamEngine, volume: ScalarVolume, candidate: Candid
                       cancel: CancelCheck | None = None,
                       propagation: PropagationSettings = PropagationSettings()) -> PropagationSession:
     """SAM on the candidate's seed slice with its (slightly grown) box, then propagation over the candidate's
-    slice range plus ``range_margin_mm`` each way. The returned session accepts corrections like a drawn box."""
+    slice range plus ``range_margin_mm`` each way. With ``box_every_slice`` the candidate's confident boxes are
+    entered as prompted slices first, so the one propagation pass prompts them with the detector's boxes (and
+    bridges slices where the mask vanished). The returned session accepts corrections like a drawn box."""
     axis = candidate.axis
     seed = candidate.seed()
     shape = tuple(s for a, s in enumerate(volume.array.shape) if a != axis)
     margin = int(round(settings.range_margin_mm / volume.spacing[axis]))
     low, high = candidate.slice_range
     session = PropagationSession(engine, volume, axis, (low - margin, high + margin), propagation)
+    if settings.box_every_slice:
+        for detection in candidate.detections:
+            if detection.index != seed.index and detection.confidence >= settings.box_confidence:
+                prompt = SlicePrompt(box=expand_box(detection.box, settings.seed_margin, shape))
+                session.slice_prompts.setdefault(detection.index, []).append(prompt)
+                session.user_slices.add(detection.index)
     session.run(seed.index, [SlicePrompt(box=expand_box(seed.box, settings.seed_margin, shape))], progress, cancel)
     return session
 

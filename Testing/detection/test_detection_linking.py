@@ -78,3 +78,14 @@ def test_other_axes_and_coverage() -> None:
     assert not candidate_covered(candidate, mask)
     mask[15, 25, 50:54] = True
     assert candidate_covered(candidate, mask)
+
+
+def test_lobes_that_join_become_one_candidate() -> None:
+    """Two lobes on slices 10-14 join into one mass on 15-20: greedy chaining leaves two chains, merging fuses
+    them, so propagation from the seed is not cut at the second lobe's range."""
+    lobes = [Detection(i, (50, 50, 70, 70), 0.9) for i in range(10, 15)]
+    lobes += [Detection(i, (50, 100, 70, 120), 0.8) for i in range(10, 15)]
+    mass = [Detection(i, (50, 50, 70, 120), 0.9) for i in range(15, 21)]
+    candidates = link_detections(lobes + mass, axis=0)
+    assert len(candidates) == 1
+    assert candidates[0].slice_range == (10, 20) and len(candidates[0].boxes[12]) == 2

@@ -3,7 +3,8 @@
 Detection: box recall/precision (IoU ≥ 0.5) and slice-level tumour/no-tumour accuracy on every brain slice,
 candidate hits and false candidates, seconds per case for the proposals, and (``--map``) ultralytics mAP50
 on the exported slices of the same cases. Automatic path (unless ``--no-sam``): ``detection.segment_auto`` —
-the very function the CLI calls — then whole-tumour Dice per case, zero-shot and/or with the SAM adapter.
+the very function the CLI calls — then whole-tumour Dice per case, zero-shot and/or with the SAM adapter, for
+each prompting variant (``--variants``).
 ``--degrade`` repeats it on lower-quality copies (thick slices, noise, bias field).
 Tune thresholds with ``--side tune`` (training-side cases); report with ``--side val``.
 
@@ -28,11 +29,13 @@ from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.prompts import PixelBox
 from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
-from training.detector.common import DATASET_DIR, case_folder, case_roles
+from training.detector.common import DATASET_DIR, RUNS_DIR, case_folder, case_roles
 from training.detector.export import ExportSettings, tumour_boxes
 from training.split import DEFAULT_DATA_DIR
 
 DEGRADATIONS = ("thick", "noise", "bias")
+# How candidates prompt SAM: the seed box then propagation, or the detector's confident box on every slice too.
+VARIANTS: dict[str, dict] = {"propagate": {"box_every_slice": False}, "boxes": {"box_every_slice": True}}
 SLICE_CONFIDENCE = 0.25  # per-slice operating point for box and slice-level figures (ultralytics' default)
 
 
@@ -144,8 +147,9 @@ def ultralytics_map(weights: Path, data_yaml: Path, imgsz: int) -> dict:
     """mAP50 / mAP50-95 / precision / recall of ultralytics' own validator on an exported set."""
     from ultralytics import YOLO  # configured offline by TumourDetector.load before this runs
 
-    metrics = YOLO(str(weights), task="detect").val(data=str(data_yaml), imgsz=imgsz, device="cpu", workers=0,
-                                                     plots=False, verbose=False, batch=32)
+    metrics = YOLO(str(weights), task="detect").val(
+        data=str(data_yaml), imgsz=imgsz, device="cpu", workers=0, plots=False, verbose=False, batch=32,
+        project=str(RUNS_DIR), name=f"val_{data_yaml.stem}", exist_ok=True)
     return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map),
             "precision": float(metrics.box.mp), "recall": float(metrics.box.mr)}
 
@@ -156,6 +160,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a detector checkpoint instead of the shipped one")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--adapters", default="none", help="comma-separated SAM adapters: none, default")
+    parser.add_argument("--variants", default="propagate", help=f"comma-separated: {','.join(VARIANTS)}")
     parser.add_argument("--degrade", default="", help=f"comma-separated: {','.join(DEGRADATIONS)}")
     parser.add_argument("--min-score", type=float, help="override DetectionSettings.min_score")
     parser.add_argument("--map", action="store_true", help="also ultralytics mAP50 on the exported slices")
@@ -174,6 +179,10 @@ def main() -> None:
         from SAMBASegmentLib.sam import SamEngine
 
         engines = {a: SamEngine.create(adapter=None if a == "none" else a) for a in adapters}
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; expected {sorted(VARIANTS)}")
     degradations = ["none"] + [d.strip() for d in args.degrade.split(",") if d.strip()]
     report: dict = {"side": args.side, "detector": detector.describe(), "settings": asdict(settings),
                     "engines": {a: e.describe() for a, e in engines.items()}, "by_quality": {}}
@@ -186,12 +195,14 @@ def main() -> None:
                 volume, truth = degrade_case(volume, truth, quality, seed)
             entry = {"detection": detection_figures(detector, volume, truth, settings, min_pixels), "auto": {}}
             for adapter, engine in engines.items():
-                result = segment_auto(engine, detector, volume, volume.view_axis("axial"), settings)
+                for variant in variants:  # variants share the slice embeddings: only the first pays the encoder
+                    result = segment_auto(engine, detector, volume, volume.view_axis("axial"),
+                                          replace(settings, **VARIANTS[variant]))
+                    entry["auto"][f"{adapter}/{variant}"] = {
+                        "wt_dice": dice(result.mask, truth), "candidates": len(result.candidates),
+                        "segmented": len(result.segmented), "proposal_seconds": result.proposal_seconds,
+                        "segmentation_seconds": result.segmentation_seconds}
                 engine.clear_cache(volume)
-                entry["auto"][adapter] = {"wt_dice": dice(result.mask, truth), "candidates": len(result.candidates),
-                                          "segmented": len(result.segmented),
-                                          "proposal_seconds": result.proposal_seconds,
-                                          "segmentation_seconds": result.segmentation_seconds}
             cases[name] = entry
             print(f"[{quality}] {name}: found={entry['detection']['tumour_found']} "
                   f"false={entry['detection']['false_candidates']} "
