@@ -18,7 +18,6 @@ from .pipeline import PROMPT_MODES, WHOLE_TUMOUR_VALUE, evaluate_case, segment_b
 from .prompts import Box3D
 from .volumes import IMAGE_SUFFIXES, MODALITIES, LABEL_KEY, Case, load_case, write_volume
 
-log = logging.getLogger("samba")
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPOSITORY_ROOT.parent / "shared" / "data" / "brats"
 BENCH_CASE = "Brats18_TCIA02_135_1"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,13 +11,12 @@ from .errors import ModalityError
 from .labels import region_mask
 from .metrics import region_scores
 from .prompts import Box3D, PixelBox, SlicePrompt, add_click, to_slice
-from .propagation import CancelCheck, PropagationResult, PropagationSession, PropagationSettings
+from .propagation import CancelCheck, ProgressCallback, PropagationResult, PropagationSession, PropagationSettings
 from .sam.engine import SamEngine
 from .simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
 from .volumes import Case, ScalarVolume
 
 PROMPT_MODES = ("box2d", "box3d", "points")
-ProgressCallback = Callable[[int, int], None]
 
 # A label value for the binary SAM result when written as a label map: the whole tumour.
 WHOLE_TUMOUR_VALUE = 1
@@ -58,13 +56,13 @@ class CaseEvaluation:
     clicks: int
     scores: dict[str, dict[str, float]]
     seconds: float
-    slices_segmented: int
+    slices_encoded: int
     prediction: np.ndarray = field(repr=False)
     truth: np.ndarray = field(repr=False)
 
     def as_json(self) -> dict:
         return {"case": self.case, "modality": self.modality, "prompt": self.prompt, "clicks": self.clicks,
-                "seconds": round(self.seconds, 2), "slices_segmented": self.slices_segmented, **self.scores}
+                "seconds": round(self.seconds, 2), "slices_encoded": self.slices_encoded, **self.scores}
 
 
 def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
@@ -78,9 +76,10 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
     truth = region_mask(case.label, "WT")
     start = time.perf_counter()
     calls_before = engine.encoder_calls
+    session, slice_prompts = None, {}
     if prompt == "box3d":
         if not truth.any():
-            prediction, session = np.zeros_like(truth), None
+            prediction = np.zeros_like(truth)
         else:
             simulated = box3d_prompt(truth, axis)
             session, result = segment_box3d(engine, volume, simulated.box, axis, simulated.seed_index,
@@ -94,15 +93,16 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         if click is None:
             break
         index, row, col = to_slice(axis, click.kji)
+        prompts = add_click((session.slice_prompts if session else slice_prompts).get(index, []), row, col,
+                            click.positive)
+        if not prompts:  # a negative click where nothing was segmented: the protocol has nothing left to fix
+            break
         if prompt == "box3d":
-            if session is None:
-                break
-            session.run(index, add_click(session.slice_prompts.get(index, []), row, col, click.positive))
+            session.run(index, prompts)
             prediction = session.mask.copy()
         else:
-            slice_prompts[index] = add_click(slice_prompts.get(index, []), row, col, click.positive)
-            plane = engine.segment(volume, axis, index, slice_prompts[index]) if slice_prompts[index] else False
-            np.moveaxis(prediction, axis, 0)[index] = plane
+            slice_prompts[index] = prompts
+            np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
     seconds = time.perf_counter() - start
     label = prediction.astype(np.uint8) * WHOLE_TUMOUR_VALUE
     truth_label = truth.astype(np.uint8) * WHOLE_TUMOUR_VALUE

@@ -82,6 +82,8 @@ class PropagationSession:
         Slices beyond the point where the mask vanishes are cleared, unless the user prompted them.
         """
         depth = self.volume.array.shape[self.axis]
+        if not prompts:
+            raise PromptError(f"slice {index}: nothing to segment from (no box, click or mask)")
         if not 0 <= index < depth:
             raise PromptError(f"slice {index} is outside the volume (0-{depth - 1})")
         # A prompt outside the range means the user wants that slice too: the range grows to include it.

@@ -6,9 +6,8 @@ that slice costs only the prompt encoder and mask decoder (tens of milliseconds 
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import numpy as np
@@ -19,10 +18,6 @@ from ..volumes import ScalarVolume
 from .model import LITEMEDSAM, LoadedSam, load_sam
 from .preprocessing import SliceFrame
 
-log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
 
 
 def default_device() -> torch.device:
