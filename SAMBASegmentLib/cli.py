@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .errors import SambaError
 from .labels import LabelConvention
 from .pipeline import PROMPT_MODES, WHOLE_TUMOUR_VALUE, evaluate_case, segment_box3d, summarise
+from .postprocessing import remove_small_components
 from .prompts import Box3D
 from .volumes import IMAGE_SUFFIXES, MODALITIES, LABEL_KEY, Case, load_case, write_volume
 
@@ -90,10 +91,10 @@ def command_segment(args: argparse.Namespace) -> int:
     progress = _Progress(f"{case.name} {args.modality}")
     _, result = segment_box3d(engine, volume, box, axis, args.seed_slice, progress=progress)
     progress.close()
-    label = result.mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE
-    path = write_volume(label, case.reference, args.output)
-    millilitres = result.mask.sum() * float(np.prod(case.spacing)) / 1000.0
-    print(f"{case.name}: whole tumour {millilitres:.1f} mL over {int(result.mask.any(axis=(1, 2)).sum())} axial "
+    mask = remove_small_components(result.mask, case.spacing)
+    path = write_volume(mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE, case.reference, args.output)
+    millilitres = mask.sum() * float(np.prod(case.spacing)) / 1000.0
+    print(f"{case.name}: whole tumour {millilitres:.1f} mL over {int(mask.any(axis=(1, 2)).sum())} axial "
           f"slices → {path}")
     return 0
 

@@ -10,6 +10,7 @@ import numpy as np
 from .errors import ModalityError
 from .labels import region_mask
 from .metrics import region_scores
+from .postprocessing import remove_small_components
 from .prompts import Box3D, PixelBox, SlicePrompt, add_click, to_slice
 from .propagation import CancelCheck, ProgressCallback, PropagationResult, PropagationSession, PropagationSettings
 from .sam.engine import SamEngine
@@ -103,6 +104,7 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         else:
             slice_prompts[index] = prompts
             np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
+    prediction = remove_small_components(prediction, case.spacing)
     seconds = time.perf_counter() - start
     label = prediction.astype(np.uint8) * WHOLE_TUMOUR_VALUE
     truth_label = truth.astype(np.uint8) * WHOLE_TUMOUR_VALUE

@@ -99,3 +99,14 @@ def test_lesion_wise_empty_conventions():
     some[2:5, 2:5, 2:5] = True
     assert (lesion_wise(empty, empty, (1, 1, 1)).dice, lesion_wise(empty, empty, (1, 1, 1)).hd95) == (1.0, 0.0)
     assert (lesion_wise(some, empty, (1, 1, 1)).dice, lesion_wise(some, empty, (1, 1, 1)).hd95) == (0.0, EMPTY_HD95_MM)
+
+
+def test_specks_are_removed_and_lesions_kept():
+    from SAMBASegmentLib.postprocessing import remove_small_components
+
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:8, 2:8, 2:8] = True  # 216 voxels of 1 mm³: a lesion
+    mask[15:17, 15:17, 15:17] = True  # 8 voxels: a speck
+    cleaned = remove_small_components(mask, (1.0, 1.0, 1.0))
+    assert cleaned[2:8, 2:8, 2:8].all() and not cleaned[15:17, 15:17, 15:17].any()
+    assert remove_small_components(mask, (2.0, 2.0, 2.0))[15:17, 15:17, 15:17].all()  # 64 mm³ at 2 mm: kept
