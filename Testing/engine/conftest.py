@@ -1,34 +1,14 @@
-"""Fixtures for the engine tests: the real shared cases and one zero-shot engine for the whole session.
-
-The tests need ../shared/data/brats (or $SAMBA_DATA_DIR). Missing data is a failure, never a skip: CI must
-not pass by testing nothing.
-"""
+"""Engine fixtures: one real case and one zero-shot engine for the whole session (data_dir: Testing/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from SAMBASegmentLib.volumes import load_case
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
 PROPAGATION_CASE = "Brats18_TCIA02_135_1"
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not DATA_DIR.is_dir() or not any(DATA_DIR.iterdir()):
-        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: put ../shared beside the repository "
-                    "or set SAMBA_DATA_DIR", pytrace=False)
-    return DATA_DIR
-
-
-@pytest.fixture(scope="session")
-def case_dirs(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.iterdir() if p.is_dir())
 
 
 @pytest.fixture(scope="session")

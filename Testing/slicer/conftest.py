@@ -1,9 +1,8 @@
 """Fixtures for the Slicer module's tests: a real MRML scene from slicer-core, wired as Slicer wires it, and the
-shared BraTS cases. Missing data fails the tests: they exist to check the module on real MRML and real images."""
+shared BraTS cases (data_dir: Testing/conftest.py). Missing data fails the tests: they exist to check the module on real MRML and real images."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,8 +12,6 @@ import slicer
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "SAMBASegment"
 sys.path.insert(0, str(MODULE_DIR))  # where Slicer puts a scripted module's folder: SAMBASegmentMRML imports from it
-
-DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPO.parent / "shared" / "data" / "brats"))
 
 
 @pytest.fixture
@@ -40,17 +37,10 @@ def scene() -> slicer.vtkMRMLScene:
 
 
 @pytest.fixture(scope="session")
-def dataDir() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: set SAMBA_DATA_DIR to the folder of case folders")
-    return DATA_DIR
-
-
-@pytest.fixture(scope="session")
-def caseDir(dataDir: Path) -> Path:
+def caseDir(data_dir: Path) -> Path:
     from SAMBASegmentMRML.selftest import CASE
 
-    folder = dataDir / CASE
+    folder = data_dir / CASE
     if not folder.is_dir():
         pytest.fail(f"{folder} is missing")
     return folder

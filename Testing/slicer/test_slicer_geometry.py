@@ -154,8 +154,8 @@ def test_nothing_to_segment_on_a_slice_without_prompts():
         slicePrompts(SliceTarget(0, 5), [Box3D((10, 0, 0), (20, 9, 9))], [], [(5, 3, 3)])
 
 
-def test_modalities_are_guessed_from_the_names_of_every_shared_case(scene, dataDir):
-    for folder in sorted(p for p in dataDir.iterdir() if p.is_dir()):
+def test_modalities_are_guessed_from_the_names_of_every_shared_case(scene, case_dirs):
+    for folder in case_dirs:
         caseScene = slicer.vtkMRMLScene()
         files = find_case_files(folder)
         for path in sorted(folder.iterdir()):
