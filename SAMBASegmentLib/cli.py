@@ -80,18 +80,37 @@ def _ras_box_to_ijk(case: Case, corners: list[float]) -> list[int]:
     return ijk[:3] + ijk[3:]
 
 
+def _detector():
+    from .detection import TumourDetector
+
+    detector = TumourDetector.load()
+    print(f"detector: {detector.describe()}", file=sys.stderr)
+    return detector
+
+
 def command_segment(args: argparse.Namespace) -> int:
+    if (args.box is None) == (args.prompt == "box"):
+        raise SambaError("give --box I0 J0 K0 I1 J1 K1 for --prompt box, and no box for --prompt auto")
     case = load_case(args.case_dir, _overrides(args), args.label_convention, load_label=False)
-    corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
-    box = Box3D.from_ijk(*corners)
     volume = case.volume(args.modality)
     axis = volume.view_axis(args.view)
-    box = box.clipped_to(volume.array.shape)  # a box outside the volume fails before the model loads
+    if args.prompt == "box":
+        corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
+        box = Box3D.from_ijk(*corners).clipped_to(volume.array.shape)  # fails before the model loads
     engine = _engine(args)
     progress = _Progress(f"{case.name} {args.modality}")
-    _, result = segment_box3d(engine, volume, box, axis, args.seed_slice, progress=progress)
+    if args.prompt == "box":
+        _, result = segment_box3d(engine, volume, box, axis, args.seed_slice, progress=progress)
+        raw = result.mask
+    else:
+        from .detection import segment_auto
+
+        auto = segment_auto(engine, _detector(), volume, axis, progress=progress)
+        print(f"{len(auto.candidates)} proposals in {auto.proposal_seconds:.1f} s, {len(auto.segmented)} segmented",
+              file=sys.stderr)
+        raw = auto.mask
     progress.close()
-    mask = remove_small_components(result.mask, case.spacing)
+    mask = remove_small_components(raw, case.spacing)
     path = write_volume(mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE, case.reference, args.output)
     millilitres = mask.sum() * float(np.prod(case.spacing)) / 1000.0
     print(f"{case.name}: whole tumour {millilitres:.1f} mL over {int(mask.any(axis=(1, 2)).sum())} axial "
@@ -128,6 +147,7 @@ def _print_table(rows: list[dict], summary: dict) -> None:
 def command_evaluate(args: argparse.Namespace) -> int:
     folders = _case_dirs(args.case_dirs)
     engine = _engine(args)
+    detector = _detector() if args.prompt == "auto" else None
     evaluations, skipped = [], []
     for folder in tqdm(folders, desc="cases", unit="case", file=sys.stderr):
         try:
@@ -141,7 +161,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
             continue
         progress = _Progress(f"{case.name} {args.prompt}")
         evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks,
-                                   axis=volume.view_axis(args.view), progress=progress)
+                                   axis=volume.view_axis(args.view), progress=progress, detector=detector)
         progress.close()
         evaluations.append(evaluation)
         engine.clear_cache()  # one case at a time: keep memory flat over long runs
@@ -187,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment the tumour inside a 3D box and write a label map")
     segment.add_argument("case_dir")
-    segment.add_argument("--box", type=float, nargs=6, required=True, metavar=("I0", "J0", "K0", "I1", "J1", "K1"),
+    segment.add_argument("--prompt", default="box", choices=("box", "auto"),
+                         help="box: segment inside --box; auto: the detector proposes the tumour")
+    segment.add_argument("--box", type=float, nargs=6, metavar=("I0", "J0", "K0", "I1", "J1", "K1"),
                          help="box corners in voxel IJK (or RAS mm with --ras)")
     segment.add_argument("--ras", action="store_true", help="--box is in RAS millimetres, as Slicer shows")
     segment.add_argument("--modality", default="flair", choices=MODALITIES)

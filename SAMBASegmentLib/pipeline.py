@@ -17,7 +17,7 @@ from .sam.engine import SamEngine
 from .simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
 from .volumes import Case, ScalarVolume
 
-PROMPT_MODES = ("box2d", "box3d", "points")
+PROMPT_MODES = ("box2d", "box3d", "points", "auto")
 
 # A label value for the binary SAM result when written as a label map: the whole tumour.
 WHOLE_TUMOUR_VALUE = 1
@@ -67,10 +67,13 @@ class CaseEvaluation:
 
 
 def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
-                  axis: int = 0, progress: ProgressCallback | None = None) -> CaseEvaluation:
-    """Segment the whole tumour of a labelled case with prompts simulated from its label, then score it."""
+                  axis: int = 0, progress: ProgressCallback | None = None, detector=None) -> CaseEvaluation:
+    """Segment the whole tumour of a labelled case with prompts simulated from its label (or, for ``auto``, from
+    the detector's proposals), then score it."""
     if prompt not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {prompt!r}; expected one of {PROMPT_MODES}")
+    if prompt == "auto" and (detector is None or clicks):
+        raise ValueError("the automatic path needs a detector and simulates no corrective clicks")
     if case.label is None:
         raise ModalityError(f"{case.name}: no label map, so nothing to evaluate against")
     volume = case.volume(modality)
@@ -86,6 +89,10 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
             session, result = segment_box3d(engine, volume, simulated.box, axis, simulated.seed_index,
                                             simulated.seed_box, progress)
             prediction = result.mask.copy()
+    elif prompt == "auto":
+        from .detection import segment_auto  # ultralytics loads only for the automatic path
+
+        prediction = segment_auto(engine, detector, volume, axis, progress=progress).mask.copy()
     else:
         slice_prompts = box2d_prompts(truth, axis) if prompt == "box2d" else point_prompts(truth, axis)
         prediction = segment_slices(engine, volume, axis, slice_prompts, progress)
