@@ -1,9 +1,8 @@
-"""Fixtures for the detector tests: the real shared cases (same convention as Testing/engine) and the shipped
-detector. Missing data is a failure, never a skip."""
+"""Fixtures for the detector tests: real cases (``data_dir`` from Testing/conftest.py: missing data is a failure,
+never a skip) and the shipped detector."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +12,8 @@ from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import Case, load_case
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
 VALIDATION_CASE = "Brats18_CBICA_AQN_1"  # on the validation side of training/split.json: never trained on
 TRAINING_CASE = "Brats18_TCIA02_135_1"  # training side: used to check the export
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not DATA_DIR.is_dir() or not any(DATA_DIR.iterdir()):
-        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: put ../shared beside the repository "
-                    "or set SAMBA_DATA_DIR", pytrace=False)
-    return DATA_DIR
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 Detection: box recall/precision (IoU ≥ 0.5) and slice-level tumour/no-tumour accuracy on every brain slice,
 candidate hits and false candidates, seconds per case for the proposals, and (``--map``) ultralytics mAP50
 on the exported slices of the same cases. Automatic path (unless ``--no-sam``): ``detection.segment_auto`` —
-the very function the CLI calls — then whole-tumour Dice per case, zero-shot and/or with the SAM adapter, for
+the very function the CLI calls, with the CLI's removal of specks — then whole-tumour Dice per case, zero-shot and/or with the SAM adapter, for
 each prompting variant (``--variants``).
 ``--degrade`` repeats it on lower-quality copies (thick slices, noise, bias field).
 Tune thresholds with ``--side tune`` (training-side cases); report with ``--side val``.
@@ -27,6 +27,7 @@ from SAMBASegmentLib.detection import (Candidate, DetectionSettings, TumourDetec
                                        link_detections, segment_auto)
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.postprocessing import remove_small_components
 from SAMBASegmentLib.prompts import PixelBox
 from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
 from training.detector.common import DATASET_DIR, RUNS_DIR, case_folder, case_roles
@@ -199,7 +200,7 @@ def main() -> None:
                     result = segment_auto(engine, detector, volume, volume.view_axis("axial"),
                                           replace(settings, **VARIANTS[variant]))
                     entry["auto"][f"{adapter}/{variant}"] = {
-                        "wt_dice": dice(result.mask, truth), "candidates": len(result.candidates),
+                        "wt_dice": dice(remove_small_components(result.mask, volume.spacing), truth), "candidates": len(result.candidates),
                         "segmented": len(result.segmented), "proposal_seconds": result.proposal_seconds,
                         "segmentation_seconds": result.segmentation_seconds}
                 engine.clear_cache(volume)
