@@ -84,7 +84,7 @@ class DetectionSettings:
     max_gap: int = 1
     min_extent_mm: float = 3.0
     score_top: int = 3
-    min_score: float = 0.4
+    min_score: float = 0.7
     seed_margin: int = 5
     range_margin_mm: float = 3.0
     box_every_slice: bool = False
