@@ -7,7 +7,8 @@ import numpy as np
 from SAMBASegmentLib.detection import (Candidate, Detection, DetectionSettings, candidate_covered, filter_candidates,
                                        link_detections)
 
-SETTINGS = DetectionSettings()
+# Explicit thresholds: these tests check the linking rules, not the shipped operating point.
+SETTINGS = DetectionSettings(link_overlap=0.3, max_gap=1, min_extent_mm=3.0, score_top=3, min_score=0.5)
 
 
 def drifting_tumour(first: int, last: int, skip: set[int] = frozenset()) -> list[Detection]:
@@ -42,14 +43,14 @@ def test_two_tumours_a_flicker_and_a_missed_slice() -> None:
 
 def test_gap_longer_than_max_gap_splits_a_stack() -> None:
     detections = [Detection(i, (50, 50, 80, 80), 0.9) for i in (10, 11, 12, 16, 17, 18)]
-    candidates = link_detections(detections, axis=0, settings=SETTINGS)
+    candidates = link_detections(detections, 0, SETTINGS)
     assert sorted(c.slice_range for c in candidates) == [(10, 12), (16, 18)]
 
 
 def test_non_overlapping_boxes_on_neighbouring_slices_are_different_candidates() -> None:
     left = [Detection(i, (100, 20, 130, 50), 0.9) for i in range(5, 12)]
     right = [Detection(i, (100, 170, 130, 200), 0.7) for i in range(5, 12)]
-    candidates = filter_candidates(link_detections(left + right, axis=0), slice_spacing=1.0)
+    candidates = filter_candidates(link_detections(left + right, 0, SETTINGS), 1.0, SETTINGS)
     assert len(candidates) == 2
     assert candidates[0].boxes[5] == [(100, 20, 130, 50)] and candidates[1].boxes[5] == [(100, 170, 130, 200)]
 
@@ -57,17 +58,17 @@ def test_non_overlapping_boxes_on_neighbouring_slices_are_different_candidates()
 def test_fragmented_slice_keeps_both_fragments_in_one_candidate() -> None:
     stack = [Detection(i, (60, 60, 120, 120), 0.9) for i in range(20, 26)]
     fragments = [Detection(26, (60, 60, 85, 85), 0.7), Detection(26, (95, 95, 120, 120), 0.6)]
-    candidates = link_detections(stack + fragments, axis=0)
+    candidates = link_detections(stack + fragments, 0, SETTINGS)
     assert len(candidates) == 1
     assert sorted(candidates[0].boxes[26]) == [(60, 60, 85, 85), (95, 95, 120, 120)]
 
 
 def test_extent_is_in_millimetres_and_weak_stacks_are_dropped() -> None:
     short = [Detection(i, (50, 50, 80, 80), 0.9) for i in (3, 4)]  # 2 slices
-    assert filter_candidates(link_detections(short, 0), slice_spacing=1.0) == []  # 2 mm: too short
-    assert len(filter_candidates(link_detections(short, 0), slice_spacing=5.0)) == 1  # 10 mm of thick slices
+    assert filter_candidates(link_detections(short, 0, SETTINGS), 1.0, SETTINGS) == []  # 2 mm: too short
+    assert len(filter_candidates(link_detections(short, 0, SETTINGS), 5.0, SETTINGS)) == 1  # 10 mm of thick slices
     weak = [Detection(i, (50, 50, 80, 80), 0.15) for i in range(3, 15)]
-    assert filter_candidates(link_detections(weak, 0), slice_spacing=1.0) == []
+    assert filter_candidates(link_detections(weak, 0, SETTINGS), 1.0, SETTINGS) == []
 
 
 def test_other_axes_and_coverage() -> None:
@@ -86,6 +87,6 @@ def test_lobes_that_join_become_one_candidate() -> None:
     lobes = [Detection(i, (50, 50, 70, 70), 0.9) for i in range(10, 15)]
     lobes += [Detection(i, (50, 100, 70, 120), 0.8) for i in range(10, 15)]
     mass = [Detection(i, (50, 50, 70, 120), 0.9) for i in range(15, 21)]
-    candidates = link_detections(lobes + mass, axis=0)
+    candidates = link_detections(lobes + mass, 0, SETTINGS)
     assert len(candidates) == 1
     assert candidates[0].slice_range == (10, 20) and len(candidates[0].boxes[12]) == 2
