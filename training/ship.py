@@ -31,6 +31,16 @@ ENCODER_NOTE = {
 }
 
 
+def _describe_adapter(config: dict) -> str:
+    """The adapter in words, from its peft configuration (what was LoRA-adapted, what was trained in full)."""
+    targets = config["target_modules"]
+    lora = ["the image encoder's attention (qkv)" if "image_encoder" in targets else "",
+            "every linear layer of the decoder's two-way transformer" if "mask_decoder" in targets else ""]
+    full = ", ".join(f"`{m}`" for m in config["modules_to_save"])
+    return (f"LoRA rank {config['r']} (alpha {config['lora_alpha']}) on " + " and ".join(x for x in lora if x)
+            + f"; trained in full (`modules_to_save`): {full}.")
+
+
 def _training_seconds(run: Path) -> float:
     """Wall time of the logged steps (first to last log line, plus the first window)."""
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -85,6 +95,8 @@ def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER
     card = card.format(table=_table(summaries), steps=training["steps"], minutes=round(seconds / 60),
                        slices=training["settings"]["cache_slices"], exemplars=cache_meta["exemplars"],
                        cases=len(cache_meta["training_cases"]), licences=LICENCES,
+                       adapter_description=_describe_adapter(config), negatives=training["settings"]["negatives"],
+                       lr=training["settings"]["lr"], head_lr=training["settings"]["head_lr"],
                        empty=cache_meta["settings"]["builder"]["empty_fraction"], encoder=ENCODER_NOTE[
                            training["settings"]["encoder_steps"] > 0].format(training["settings"]["encoder_steps"]),
                        fraction=cache_meta["settings"]["builder"]["exemplar_fraction"],

@@ -70,18 +70,21 @@ def _fallback_click(record: SliceRecord, rng: np.random.Generator) -> Click:
 
 
 class StepSampler:
-    """Draws slices and simulates the clinician. Box batches draw from every slice (tumour-free ones included);
-    click batches from tumour slices. Corrective clicks come from the current model's own errors."""
+    """Draws slices and simulates the clinician. Box batches draw tumour-free slices with probability
+    ``negatives`` (measured: at 8 %, Dice on empty targets taught the decoder to shrink masks and box3d
+    propagation stopped early), click batches tumour slices only. Corrective clicks come from the current
+    model's own errors."""
 
-    def __init__(self, cache: EmbeddingCache, mode: str, rng: np.random.Generator):
-        self.cache, self.mode, self.rng = cache, mode, rng
-        self.every = np.arange(len(cache))
+    def __init__(self, cache: EmbeddingCache, mode: str, rng: np.random.Generator, negatives: float = 0.0):
+        self.cache, self.mode, self.rng, self.negatives = cache, mode, rng, negatives
         self.with_tumour = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] > 0])
+        self.without = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] == 0])
 
     def draw(self, model: PromptedSam, batch_size: int) -> Step:
         rng = self.rng
         use_box = self.mode != "lora" or rng.random() < 0.5
-        indices = [int(i) for i in rng.choice(self.every if use_box else self.with_tumour, batch_size)]
+        negative = rng.random(batch_size) < (self.negatives if use_box and self.without.size else 0.0)
+        indices = [int(rng.choice(self.without if n else self.with_tumour)) for n in negative]
         records = [self.cache.record(i) for i in indices]
         frames = [frame_of(r) for r in records]
         embeddings = self.cache.embeddings(indices)
@@ -141,6 +144,9 @@ def build_arguments() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--final-lr-ratio", type=float, default=0.05)
     parser.add_argument("--encoder-steps", type=int, default=0, help="lora: last steps with the encoder LoRA trained")
+    parser.add_argument("--full-decoder", action="store_true",
+                        help="lora: train prompt encoder and whole mask decoder in full (LoRA on the encoder only)")
+    parser.add_argument("--negatives", type=float, default=0.0, help="share of tumour-free slices in box batches")
     parser.add_argument("--encoder-batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=20)
@@ -159,7 +165,9 @@ def train(args: argparse.Namespace) -> Path:
     cache = EmbeddingCache(args.cache)
     if not cache.complete:
         raise RuntimeError(f"{cache.folder}: only {cache.encoded}/{len(cache)} slices encoded; run python -m training.cache")
-    peft_model = attach(load_sam(adapter=None, device=device).model, args.mode, args.seed)
+    if args.full_decoder and args.mode != "lora":
+        raise ValueError("--full-decoder applies to --mode lora only")
+    peft_model = attach(load_sam(adapter=None, device=device).model, args.mode, args.seed, args.full_decoder)
     core = PromptedSam(peft_model, bf16_encoder=device.type == "cpu" and cpu_supports_bf16()).to(device)
     core.train()
     freeze_batchnorm(core)
@@ -178,7 +186,7 @@ def train(args: argparse.Namespace) -> Path:
         if rank == 0:
             print(f"resumed {run} at step {start}", flush=True)
     model = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
-    sampler = StepSampler(cache, args.mode, rng)
+    sampler = StepSampler(cache, args.mode, rng, args.negatives)
     multimask = args.mode == "multiclass"
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)

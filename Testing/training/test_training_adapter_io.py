@@ -22,9 +22,9 @@ from training.prompting import jittered_box
 from training.train_sam import StepSampler, make_optimizer
 
 
-@pytest.mark.parametrize("mode", ["lora", "multiclass"])
-def test_save_and_reload_reproduce_outputs(tiny_cache, tmp_path, mode):
-    core = PromptedSam(attach(load_sam(adapter=None).model, mode, seed=0))
+@pytest.mark.parametrize("mode, full_decoder", [("lora", False), ("lora", True), ("multiclass", False)])
+def test_save_and_reload_reproduce_outputs(tiny_cache, tmp_path, mode, full_decoder):
+    core = PromptedSam(attach(load_sam(adapter=None).model, mode, seed=0, full_decoder=full_decoder))
     core.train()
     freeze_batchnorm(core)
     step = StepSampler(tiny_cache, mode, np.random.default_rng(4)).draw(core, 3)

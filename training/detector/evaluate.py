@@ -36,7 +36,12 @@ from training.split import DEFAULT_DATA_DIR
 
 DEGRADATIONS = ("thick", "noise", "bias")
 # How candidates prompt SAM: the seed box then propagation, or the detector's confident box on every slice too.
-VARIANTS: dict[str, dict] = {"propagate": {"box_every_slice": False}, "boxes": {"box_every_slice": True}}
+# "_wide": the propagation range reaches 10 mm past the candidate (where the detector misses the thin ends).
+VARIANTS: dict[str, dict] = {
+    "propagate": {"box_every_slice": False}, "boxes": {"box_every_slice": True},
+    "propagate_wide": {"box_every_slice": False, "range_margin_mm": 10.0},
+    "boxes_wide": {"box_every_slice": True, "range_margin_mm": 10.0},
+}
 SLICE_CONFIDENCE = 0.25  # per-slice operating point for box and slice-level figures (ultralytics' default)
 
 
