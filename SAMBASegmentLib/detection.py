@@ -87,7 +87,7 @@ class DetectionSettings:
     min_score: float = 0.7
     seed_margin: int = 5
     range_margin_mm: float = 3.0
-    box_every_slice: bool = False
+    box_every_slice: bool = True
     box_confidence: float = 0.5
 
 
