@@ -57,6 +57,12 @@ def _table(summaries: dict) -> str:
     for modality, config in rows:
         cells = [f"{summaries[k]['WT_dice']:.3f}" if (k := f"{m}|{modality}|{config}") in summaries else "–" for m in models]
         lines.append(f"| {modality} | {config} | " + " | ".join(cells) + " |")
+    worse = [f"{modality} {config} ({summaries[f'{m}|{modality}|{config}']['WT_dice'] - summaries[f'zero-shot|{modality}|{config}']['WT_dice']:+.3f} for {m})"
+             for m in models if m != "zero-shot" for modality, config in rows
+             if f"{m}|{modality}|{config}" in summaries and f"zero-shot|{modality}|{config}" in summaries
+             and summaries[f"{m}|{modality}|{config}"]["WT_dice"] < summaries[f"zero-shot|{modality}|{config}"]["WT_dice"]]
+    if worse:
+        lines.append("\n**Below zero-shot**: " + "; ".join(worse) + ".")
     for key, value in summaries.items():
         if key.endswith("classes"):
             figures = ", ".join(f"{name.split('_')[0]} {value[name]:.3f}" for name in value if name.endswith("_dice"))
