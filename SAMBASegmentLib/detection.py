@@ -234,7 +234,8 @@ def filter_candidates(candidates: list[Candidate], slice_spacing: float,
                       settings: DetectionSettings = DetectionSettings()) -> list[Candidate]:
     """Candidates long and confident enough to be proposed, best score first."""
     kept = [c for c in candidates
-            if c.extent_mm(slice_spacing) >= settings.min_extent_mm and c.score(settings.score_top) >= settings.min_score]
+            if c.extent_mm(slice_spacing) >= settings.min_extent_mm
+            and c.score(settings.score_top) >= settings.min_score]
     return sorted(kept, key=lambda c: -c.score(settings.score_top))
 
 
@@ -380,4 +381,5 @@ def segment_auto(engine: SamEngine, detector: TumourDetector, volume: ScalarVolu
             segmented.append(candidate)
         if progress:
             progress(done, len(candidates))
-    return AutoSegmentation(mask, candidates, segmented, proposal_seconds, time.perf_counter() - start - proposal_seconds)
+    segmentation_seconds = time.perf_counter() - start - proposal_seconds
+    return AutoSegmentation(mask, candidates, segmented, proposal_seconds, segmentation_seconds)

@@ -3,8 +3,8 @@
 Detection: box recall/precision (IoU ≥ 0.5) and slice-level tumour/no-tumour accuracy on every brain slice,
 candidate hits and false candidates, seconds per case for the proposals, and (``--map``) ultralytics mAP50
 on the exported slices of the same cases. Automatic path (unless ``--no-sam``): ``detection.segment_auto`` —
-the very function the CLI calls, with the CLI's removal of specks — then whole-tumour Dice per case, zero-shot and/or with the SAM adapter, for
-each prompting variant (``--variants``).
+the very function the CLI calls, with the CLI's removal of specks — then whole-tumour Dice per case, zero-shot
+and/or with the SAM adapter, for each prompting variant (``--variants``).
 ``--degrade`` repeats it on lower-quality copies (thick slices, noise, bias field).
 Tune thresholds with ``--side tune`` (training-side cases); report with ``--side val``.
 
@@ -122,7 +122,8 @@ def detection_figures(detector: TumourDetector, volume: ScalarVolume, truth: np.
             counts["fp" if pred else "tn"] += 1
     return {**counts, "proposal_seconds": seconds,
             "candidates": [{"score": round(c.score(settings.score_top), 4), "slices": list(c.slice_range),
-                            "on_tumour": seed_on_tumour(c, moved_truth), "kept": any(c is k for k in kept)} for c in candidates],
+                            "on_tumour": seed_on_tumour(c, moved_truth), "kept": any(c is k for k in kept)}
+                           for c in candidates],
             "tumour_found": any(seed_on_tumour(c, moved_truth) for c in kept),
             "false_candidates": sum(not seed_on_tumour(c, moved_truth) for c in kept)}
 
@@ -205,7 +206,8 @@ def main() -> None:
                     result = segment_auto(engine, detector, volume, volume.view_axis("axial"),
                                           replace(settings, **VARIANTS[variant]))
                     entry["auto"][f"{adapter}/{variant}"] = {
-                        "wt_dice": dice(remove_small_components(result.mask, volume.spacing), truth), "candidates": len(result.candidates),
+                        "wt_dice": dice(remove_small_components(result.mask, volume.spacing), truth),
+                        "candidates": len(result.candidates),
                         "segmented": len(result.segmented), "proposal_seconds": result.proposal_seconds,
                         "segmentation_seconds": result.segmentation_seconds}
                 engine.clear_cache(volume)
