@@ -5,11 +5,11 @@ candidate hits and false candidates, seconds per case for the proposals, and (``
 on the exported slices of the same cases. Automatic path (unless ``--no-sam``): ``detection.segment_auto`` —
 the very function the CLI calls, with the CLI's removal of specks — then whole-tumour Dice per case, zero-shot
 and/or with the SAM adapter, for each prompting variant (``--variants``).
-``--degrade`` repeats it on lower-quality copies (thick slices, noise, bias field).
+``--qualities`` adds lower-quality copies (thick slices, noise, bias field).
 Tune thresholds with ``--side tune`` (training-side cases); report with ``--side val``.
 
     .venv/bin/python -m training.detector.evaluate --side val [--weights PATH] [--adapters none,default]
-        [--degrade thick,noise,bias] [--map] [--no-sam] --json training/runs/detector/eval_val.json
+        [--qualities none,thick,noise,bias] [--map] [--no-sam] --json training/runs/detector/eval_val.json
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--adapters", default="none", help="comma-separated SAM adapters: none, default")
     parser.add_argument("--variants", default="propagate", help=f"comma-separated: {','.join(VARIANTS)}")
-    parser.add_argument("--degrade", default="", help=f"comma-separated: {','.join(DEGRADATIONS)}")
+    parser.add_argument("--qualities", default="none",
+                        help=f"comma-separated: none (the cases as they are), {', '.join(DEGRADATIONS)}")
     parser.add_argument("--min-score", type=float, help="override DetectionSettings.min_score")
     parser.add_argument("--map", action="store_true", help="also ultralytics mAP50 on the exported slices")
     parser.add_argument("--no-sam", action="store_true", help="detection figures only")
@@ -190,7 +191,10 @@ def main() -> None:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; expected {sorted(VARIANTS)}")
-    degradations = ["none"] + [d.strip() for d in args.degrade.split(",") if d.strip()]
+    degradations = [d.strip() for d in args.qualities.split(",") if d.strip()]
+    unknown = set(degradations) - {"none", *DEGRADATIONS}
+    if unknown:
+        parser.error(f"unknown qualities {sorted(unknown)}; expected none or {', '.join(DEGRADATIONS)}")
     report: dict = {"side": args.side, "detector": detector.describe(), "settings": asdict(settings),
                     "engines": {a: e.describe() for a, e in engines.items()}, "by_quality": {}}
     for quality in degradations:
