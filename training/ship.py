@@ -73,7 +73,9 @@ def _table(summaries: dict) -> str:
 def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER_DIR) -> Path:
     adapter = run / "adapter"
     training = json.loads((adapter / "training.json").read_text())
-    summaries = summarise([row for path in evaluations for row in json.loads(path.read_text())["rows"]])
+    rows = {(r["model"], r["case"], r["modality"], r["config"]): r  # zero-shot appears in every file: count it once
+            for path in evaluations for r in json.loads(path.read_text())["rows"]}
+    summaries = summarise(list(rows.values()))
     destination.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         shutil.copyfile(adapter / name, destination / name)
