@@ -44,7 +44,9 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--base", default="litemedsam", help="'litemedsam' (default) or a segment-anything ViT checkpoint")
     group.add_argument("--vit-type", default="vit_b", choices=("vit_b", "vit_l", "vit_h"))
-    group.add_argument("--adapter", default="default", help="LoRA adapter folder (default: the shipped one, if any)")
+    group.add_argument("--adapter", default="default",
+                       help="LoRA adapter folder; 'shipped' for the shipped one even when it is opt-in "
+                            "(default: the shipped one if its manifest makes it the default)")
     group.add_argument("--no-adapter", action="store_true", help="run the base model zero-shot")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     group.add_argument("--no-bf16", action="store_true", help="keep the CPU encoder in fp32")

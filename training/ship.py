@@ -82,9 +82,14 @@ def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER
     config = json.loads((adapter / "adapter_config.json").read_text())
     cache_meta = training["cache_meta"]
     seconds = _training_seconds(run)
+    below_on_boxes = [key for key, value in summaries.items() if not key.startswith("zero-shot|")
+                      and key.split("|")[-1].startswith("box") and "WT_dice" in value
+                      and value["WT_dice"] < summaries.get("zero-shot|" + key.split("|", 1)[1], {}).get("WT_dice", 0.0)]
     manifest = {
         "file": "adapter_model.safetensors",
         "sha256": sha256_of(destination / "adapter_model.safetensors"),
+        # The default box workflow must not get worse because an adapter shipped: such an adapter is opt-in.
+        "applied_by_default": not below_on_boxes,
         "base_model": {"name": "litemedsam", **manifest_entry("litemedsam")},
         "peft": {k: config[k] for k in ("peft_type", "peft_version", "r", "lora_alpha", "target_modules", "modules_to_save")},
         "mode": training["mode"],

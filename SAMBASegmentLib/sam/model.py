@@ -102,6 +102,18 @@ def apply_adapter(model: Sam, adapter_dir: Path) -> Sam:
     return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
+def shipped_adapter_is_default() -> bool:
+    """Whether the shipped adapter exists and its manifest lets the engine apply it by default.
+
+    An adapter that measured below zero-shot on box prompts ships as opt-in (``applied_by_default: false``):
+    the default box workflow must never get worse because an adapter was shipped.
+    """
+    manifest = DEFAULT_ADAPTER_DIR / "manifest.json"
+    if not (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file() or not manifest.is_file():
+        return False
+    return bool(json.loads(manifest.read_text()).get("applied_by_default", True))
+
+
 def load_sam(
     base: str | Path = LITEMEDSAM,
     vit_type: str = "vit_b",
@@ -111,7 +123,8 @@ def load_sam(
     """Load the base model and, unless ``adapter`` is None, a LoRA adapter.
 
     ``base`` is ``"litemedsam"`` or the path of a segment-anything ViT checkpoint of type ``vit_type``.
-    ``adapter="default"`` applies the shipped adapter when it exists and silently skips it otherwise.
+    ``adapter="default"`` applies the shipped adapter when it exists and its manifest makes it the default;
+    ``"shipped"`` applies it in any case; a path applies that adapter folder; None runs zero-shot.
     """
     if str(base) == LITEMEDSAM:
         model, name, input_size, input_scale = build_litemedsam(), LITEMEDSAM, 256, 1.0
@@ -131,11 +144,12 @@ def load_sam(
             raise WeightsError(f"{path.name} is not a {vit_type} SAM checkpoint: {str(exc)[:300]}") from exc
         name, input_size, input_scale = f"{vit_type}:{path.name}", model.image_encoder.img_size, 255.0
     adapter_name = None
-    if adapter is not None:
-        adapter_dir = DEFAULT_ADAPTER_DIR if adapter == "default" else Path(adapter)
-        if adapter != "default" or (adapter_dir / "adapter_config.json").is_file():
-            model = apply_adapter(model, adapter_dir)
-            adapter_name = adapter_dir.name
+    adapter_dir = DEFAULT_ADAPTER_DIR if adapter in ("default", "shipped") else adapter
+    if adapter == "default" and not shipped_adapter_is_default():
+        adapter_dir = None
+    if adapter_dir is not None:
+        model = apply_adapter(model, Path(adapter_dir))
+        adapter_name = Path(adapter_dir).name
     model.eval().to(device)
     log.info("SAM ready: %s%s on %s", name, f" + {adapter_name}" if adapter_name else "", device)
     return LoadedSam(model, name, input_size, input_scale, adapter_name)
