@@ -166,7 +166,8 @@ def main() -> None:
     parser.add_argument("--side", choices=("tune", "val"), default="val")
     parser.add_argument("--weights", type=Path, help="a detector checkpoint instead of the shipped one")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--adapters", default="none", help="comma-separated SAM adapters: none, default")
+    parser.add_argument("--adapters", default="none",
+                        help="comma-separated SAM adapters: none (zero-shot), default, shipped, or a folder")
     parser.add_argument("--variants", default="propagate", help=f"comma-separated: {','.join(VARIANTS)}")
     parser.add_argument("--qualities", default="none",
                         help=f"comma-separated: none (the cases as they are), {', '.join(DEGRADATIONS)}")
