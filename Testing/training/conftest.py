@@ -1,27 +1,16 @@
 """Fixtures of the training tests: the real cases (missing data fails, never skips) and a tiny embedding cache.
 
-Same data-location convention as Testing/engine/conftest.py: $SAMBA_DATA_DIR, default <repo>/../shared/data/brats.
+``data_dir`` (with its fail-loudly rule) comes from Testing/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
 # Two training-side cases: a four-modality BraTS 2018 case and the two-modality z-scored 2013 case.
 CACHE_CASES = ("Brats18_2013_11_1", "brats_2013_pat0006_1")
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not DATA_DIR.is_dir() or not any(DATA_DIR.iterdir()):
-        pytest.fail(f"real BraTS cases not found at {DATA_DIR}: put ../shared beside the repository "
-                    "or set SAMBA_DATA_DIR", pytrace=False)
-    return DATA_DIR
 
 
 @pytest.fixture(scope="session")
