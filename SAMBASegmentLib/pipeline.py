@@ -100,7 +100,7 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         click = corrective_click(prediction, truth, case.spacing)
         if click is None:
             break
-        index, row, col = to_slice(axis, click.kji)
+        index, row, col = to_slice(axis, click.index)
         prompts = add_click((session.slice_prompts if session else slice_prompts).get(index, []), row, col,
                             click.positive)
         if not prompts:  # a negative click where nothing was segmented: the protocol has nothing left to fix

@@ -18,7 +18,6 @@ from .prompts import Box3D, SlicePrompt, bounding_box, expand_box, in_plane_axes
 
 BOX_MARGIN = 5
 MIN_SLICE_VOXELS = 10
-_CONNECTIVITY_26 = ndimage.generate_binary_structure(3, 3)
 
 
 def _areas(truth: np.ndarray, axis: int) -> np.ndarray:
@@ -70,20 +69,25 @@ def box3d_prompt(truth: np.ndarray, axis: int, margin: int = BOX_MARGIN) -> Box3
 
 @dataclass(frozen=True)
 class Click:
-    kji: tuple[int, int, int]
+    """``index``: the clicked voxel, (k, j, i) in a volume or (row, col) on a slice."""
+
+    index: tuple[int, ...]
     positive: bool
 
 
 def corrective_click(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, ...]) -> Click | None:
-    """The next click of the CVPR 2025 protocol, or None when the prediction is already perfect."""
+    """The next click of the CVPR 2025 protocol, or None when the prediction is already perfect.
+
+    Works on volumes (26-connected errors) and on slices (8-connected): evaluation and training click alike.
+    """
     errors = prediction.astype(bool) ^ truth.astype(bool)
     if not errors.any():
         return None
-    components, _ = ndimage.label(errors, _CONNECTIVITY_26)
+    components, _ = ndimage.label(errors, ndimage.generate_binary_structure(errors.ndim, errors.ndim))
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     label = int(np.argmax(sizes))
     region = ndimage.find_objects((components == label).astype(np.int32))[0]  # crop: the distance transform of a box, not a head
     offset = interior_point(components[region] == label, spacing)
-    kji = tuple(int(o + r.start) for o, r in zip(offset, region))
-    return Click(kji, bool(truth[kji]))
+    index = tuple(int(o + r.start) for o, r in zip(offset, region))
+    return Click(index, bool(truth[index]))

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from SAMBASegmentLib.prompts import PixelBox, bounding_box, interior_point
+from SAMBASegmentLib.simulation import corrective_click as simulated_corrective_click
 
 MAX_BOX_JITTER = 20
-_CONNECTIVITY_8 = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -58,13 +57,6 @@ def first_click(mask: np.ndarray, rng: np.random.Generator, centre_probability: 
 
 
 def corrective_click(prediction: np.ndarray, mask: np.ndarray) -> Click | None:
-    """Centre of the largest 8-connected error component; positive in missed tumour. None when perfect."""
-    errors = prediction.astype(bool) ^ mask.astype(bool)
-    if not errors.any():
-        return None
-    components, _ = ndimage.label(errors, _CONNECTIVITY_8)
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    largest = components == int(np.argmax(sizes))
-    row, col = interior_point(largest)
-    return Click(int(row), int(col), bool(mask[row, col]))
+    """The evaluation's corrective click (simulation.corrective_click) on one slice. None when perfect."""
+    click = simulated_corrective_click(prediction, mask, (1.0, 1.0))
+    return None if click is None else Click(click.index[0], click.index[1], click.positive)

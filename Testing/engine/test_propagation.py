@@ -87,11 +87,11 @@ def test_corrective_click_follows_the_protocol():
     prediction[2:8, 5:15, 10:15] = False  # a large miss
     prediction[4:6, 20:23, 20:23] = True  # a small false positive
     click = corrective_click(prediction, truth, (1.0, 1.0, 1.0))
-    assert click.positive and truth[click.kji] and not prediction[click.kji]
+    assert click.positive and truth[click.index] and not prediction[click.index]
     prediction = truth.copy()
     prediction[2:8, 20:28, 20:28] = True  # now the false positive is the largest error
     click = corrective_click(prediction, truth, (1.0, 1.0, 1.0))
-    assert not click.positive and prediction[click.kji] and not truth[click.kji]
+    assert not click.positive and prediction[click.index] and not truth[click.index]
     assert corrective_click(truth, truth, (1.0, 1.0, 1.0)) is None
 
 

@@ -36,7 +36,7 @@ def test_self_test_body_reaches_whole_tumour_dice_and_reprompting_redoes_only_th
     seed = sliceTarget(red, flair).index
     click = corrective_click(before, region_mask(label, "WT"), (1.0, 1.0, 1.0))
     points = logic.createPointsNode(positive=click.positive)
-    k, j, i = click.kji
+    k, j, i = click.index
     points.AddControlPoint(-i, 239.0 - j, k)  # BraTS grid: voxel (i, j, k) is at RAS (-i, 239 - j, k)
     showSlice(red, flair, 0, k)
     task = logic.propagateTask(flair, red, output, *((points, None) if click.positive else (None, points)))
