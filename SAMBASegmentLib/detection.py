@@ -363,14 +363,11 @@ class AutoSegmentation:
     segmentation_seconds: float
 
 
-def segment_auto(engine: SamEngine, detector: TumourDetector, volume: ScalarVolume, axis: int = 0,
-                 settings: DetectionSettings = DetectionSettings(), progress: ProgressCallback | None = None,
-                 cancel: CancelCheck | None = None) -> AutoSegmentation:
-    """Fully automatic whole-tumour segmentation: propose candidates, segment each (best first) unless an
-    earlier one already covers it, and return the union. ``progress`` counts candidates done."""
-    start = time.perf_counter()
-    candidates = propose(detector, volume, axis, settings)
-    proposal_seconds = time.perf_counter() - start
+def segment_candidates(engine: SamEngine, volume: ScalarVolume, candidates: list[Candidate],
+                       settings: DetectionSettings = DetectionSettings(), progress: ProgressCallback | None = None,
+                       cancel: CancelCheck | None = None) -> tuple[np.ndarray, list[Candidate]]:
+    """Segment each candidate (best first) unless an earlier one already covers it; return the union and the
+    candidates segmented. The volume may be another modality than the one the candidates were found on."""
     mask = np.zeros(volume.array.shape, dtype=bool)
     segmented: list[Candidate] = []
     for done, candidate in enumerate(candidates, start=1):
@@ -381,5 +378,17 @@ def segment_auto(engine: SamEngine, detector: TumourDetector, volume: ScalarVolu
             segmented.append(candidate)
         if progress:
             progress(done, len(candidates))
+    return mask, segmented
+
+
+def segment_auto(engine: SamEngine, detector: TumourDetector, volume: ScalarVolume, axis: int = 0,
+                 settings: DetectionSettings = DetectionSettings(), progress: ProgressCallback | None = None,
+                 cancel: CancelCheck | None = None) -> AutoSegmentation:
+    """Fully automatic whole-tumour segmentation: propose candidates, segment them, return the union.
+    ``progress`` counts candidates done."""
+    start = time.perf_counter()
+    candidates = propose(detector, volume, axis, settings)
+    proposal_seconds = time.perf_counter() - start
+    mask, segmented = segment_candidates(engine, volume, candidates, settings, progress, cancel)
     segmentation_seconds = time.perf_counter() - start - proposal_seconds
     return AutoSegmentation(mask, candidates, segmented, proposal_seconds, segmentation_seconds)
