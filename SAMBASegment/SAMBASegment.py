@@ -40,12 +40,17 @@ was in.</li>
 slice by slice until the tumour ends (or the box's depth), with progress and Cancel while Slicer stays usable.
 A click on another slice followed by Propagate redoes only the slices beyond it. Dragging a box's handles repeats
 the last operation when the drag ends.</li>
+<li><b>Propose boxes</b> (Alt+D) runs the tumour detector on FLAIR: each candidate appears as a yellow box and the
+views jump to the best one; <b>Accept</b> (Alt+A), drag, or <b>Reject</b> (Alt+R) it, and the views move to the next.
+Only accepted boxes prompt SAM.</li>
+<li><b>Refine into NETC / SNFH / ET</b> (Alt+F) segments every loaded modality with the same boxes and lets the
+voting network fuse the masks into the three BraTS classes (ET inside TC inside WT), with the volume
+<i>SAMBA modality agreement</i> (fraction of modalities that call each voxel tumour) to overlay as uncertainty.</li>
 <li><b>Correct</b> with Paint and Erase in the embedded Segment Editor; <b>Undo SAM</b> (Alt+Z) reverts the last
-SAM operation.</li>
+SAM or Refine operation.</li>
 </ol>
-<p>Results go to segment <i>WT</i> (whole tumour) of the chosen or a new segmentation. Proposing boxes (the
-detector) and refining into NETC / SNFH / ET (the voting network) come with later versions; their buttons say so.
-The panel is described in docs/SlicerModule.md of the extension's repository.</p>
+<p>Results go to segment <i>WT</i> (whole tumour) and, after Refine, <i>NETC</i>, <i>SNFH</i> and <i>ET</i> of the
+chosen or a new segmentation. The panel is described in docs/SlicerModule.md of the extension's repository.</p>
 """
 
 ACKNOWLEDGEMENT = """
@@ -162,6 +167,11 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
         self.ui.segmentSliceButton.clicked.connect(lambda: self._run(self.logic.segmentSliceTask))
         self.ui.propagateButton.clicked.connect(lambda: self._run(self.logic.propagateTask))
+        self.ui.proposeBoxesButton.clicked.connect(lambda: self._run(self._proposeTask))
+        self.ui.acceptCandidateButton.clicked.connect(lambda: self.onReviewProposal(accept=True))
+        self.ui.rejectCandidateButton.clicked.connect(lambda: self.onReviewProposal(accept=False))
+        self.ui.acceptAllCandidatesButton.clicked.connect(self.onAcceptAllProposals)
+        self.ui.refineButton.clicked.connect(lambda: self._run(self._refineTask))
         self.ui.cancelButton.clicked.connect(self.onCancel)
         self.ui.undoButton.clicked.connect(self.onUndo)
         self._taskTimer.timeout.connect(self.onTaskTimer)
@@ -229,6 +239,12 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = not running and self._promptVolume() is not None and self._parameterNode.activeView is not None
         self.ui.segmentSliceButton.enabled = ready
         self.ui.propagateButton.enabled = ready
+        self.ui.refineButton.enabled = ready
+        self.ui.proposeBoxesButton.enabled = not running and self._parameterNode.flair is not None
+        pending = not running and bool(self.logic.pendingProposals())
+        for button in (self.ui.acceptCandidateButton, self.ui.rejectCandidateButton,
+                       self.ui.acceptAllCandidatesButton):
+            button.enabled = pending
         self.ui.undoButton.enabled = not running and self.logic.canUndo
         self.ui.cancelButton.enabled = running
         self.ui.deviceComboBox.enabled = not running  # the running task keeps the model it started with
@@ -287,6 +303,42 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onClearPrompts(self) -> None:
         self.logic.clearPrompts(self._parameterNode.positivePoints, self._parameterNode.negativePoints)
+        self._updateControls()
+
+    # --- detector proposals and refinement --------------------------------------------------------------------
+    def _proposeTask(self, volume, sliceNode, output, *points) -> SamTask:
+        """The detector reads FLAIR (what it was trained on), whichever modality SAM segments on."""
+        return self.logic.proposeTask(self._parameterNode.flair)
+
+    def _refineTask(self, volume, sliceNode, output, *points) -> SamTask:
+        volumes = {m.value: getattr(self._parameterNode, m.value) for m in Modality
+                   if getattr(self._parameterNode, m.value) is not None}
+        return self.logic.refineTask(volumes, volume, sliceNode, output)
+
+    def _showNextProposal(self) -> None:
+        """Centre the slice views on the best pending proposal and say what to do with it."""
+        pending = self.logic.pendingProposals()
+        if not pending:
+            return
+        centre = [0.0, 0.0, 0.0]
+        pending[0].GetCenterWorld(centre)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*centre, True)
+        self.ui.statusLabel.text = (f"{pending[0].GetName()}: Accept (Alt+A), drag, or Reject (Alt+R); "
+                                    f"{len(pending)} pending.")
+
+    def onReviewProposal(self, accept: bool) -> None:
+        pending = self.logic.pendingProposals()
+        if pending:
+            (self.logic.acceptProposal if accept else self.logic.rejectProposal)(pending[0])
+        self.ui.statusLabel.text = "Every proposal reviewed: Propagate or Refine." if len(pending) <= 1 else ""
+        self._showNextProposal()
+        self._updateControls()
+
+    def onAcceptAllProposals(self) -> None:
+        for node in self.logic.pendingProposals():
+            self.logic.acceptProposal(node)
+        self.ui.statusLabel.text = "Every proposal accepted: Propagate or Refine."
+        self._updateControls()
 
     def onBoxEdited(self, caller, event) -> None:
         """A box's drag ended: repeat the last operation on its view (the drag may have been in another view)."""
@@ -324,6 +376,8 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             written = task.finish()
             self.ui.statusLabel.text = (f"Done: {task.title}." if written
                                         else f"Cancelled: {task.title}; the segmentation is unchanged.")
+            if written:
+                self._showNextProposal()
         self._updateControls()
 
     def onCancel(self) -> None:

@@ -13,8 +13,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import SambaError
-from .labels import LabelConvention
-from .pipeline import PROMPT_MODES, WHOLE_TUMOUR_VALUE, evaluate_case, segment_box3d, summarise
+from .labels import CLASS_NAMES, LabelConvention, from_internal
+from .pipeline import (PROMPT_MODES, REFINED_REGIONS, WHOLE_TUMOUR_VALUE, evaluate_case, evaluate_case_refined, fuse,
+                       segment_box3d, segment_modalities, summarise)
 from .postprocessing import remove_small_components
 from .prompts import Box3D
 from .volumes import IMAGE_SUFFIXES, MODALITIES, LABEL_KEY, Case, load_case, write_volume
@@ -40,6 +41,14 @@ class _Progress:
         self.bar.close()
 
 
+class _ModalityProgress(_Progress):
+    """One bar for segmenting every modality in turn: its label names the modality being segmented."""
+
+    def __call__(self, modality: str, done: int, total: int) -> None:  # type: ignore[override]
+        self.bar.set_description(modality, refresh=False)
+        super().__call__(done, total)
+
+
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--base", default="litemedsam", help="'litemedsam' (default) or a segment-anything ViT checkpoint")
@@ -50,6 +59,15 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-adapter", action="store_true", help="run the base model zero-shot")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     group.add_argument("--no-bf16", action="store_true", help="keep the CPU encoder in fp32")
+
+
+def _add_refine_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("three tumour classes")
+    group.add_argument("--refine", nargs="?", const="network", choices=("network", "rule"),
+                       help="segment every modality with the same prompt and fuse the masks into NETC / SNFH / ET "
+                            "with the voting network (or 'rule': the rule baseline); writes a modality-agreement "
+                            "map beside the label map")
+    group.add_argument("--voting-network", help="a voting network folder (default: the shipped one)")
 
 
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
@@ -90,16 +108,67 @@ def _detector():
     return detector
 
 
+def _fusion(args: argparse.Namespace):
+    """What --refine names: the shipped voting network (default) or the rule baseline."""
+    if args.refine == "rule":
+        return "rule"
+    from .voting import VotingNetwork
+
+    network = VotingNetwork.load(args.voting_network) if args.voting_network else VotingNetwork.load()
+    print(f"fusion: {network.describe()}", file=sys.stderr)
+    return network
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    """``out/case.nii.gz`` → ``out/case_agreement.nii.gz``."""
+    name = path.name
+    extension = ".nii.gz" if name.lower().endswith(".nii.gz") else path.suffix
+    return path.with_name(name[: len(name) - len(extension)] + suffix + extension)
+
+
+def _segment_refined(args: argparse.Namespace, case: Case, engine, axis: int, box: Box3D | None) -> int:
+    """Every modality with the same box (or the detector's candidates), fused into NETC / SNFH / ET."""
+    fusion = _fusion(args)
+    if box is not None:
+        def segment_one(volume, callback):
+            return segment_box3d(engine, volume, box, axis, args.seed_slice, progress=callback)[1].mask
+    else:
+        from .detection import propose, segment_candidates
+
+        detector = _detector()
+        candidates = propose(detector, case.volume(detector.modality), axis)
+        print(f"{len(candidates)} proposals", file=sys.stderr)
+
+        def segment_one(volume, callback):
+            return segment_candidates(engine, volume, candidates, progress=callback)[0]
+    progress = _ModalityProgress(case.name)
+    masks = segment_modalities(engine, case, segment_one, progress)
+    progress.close()
+    result = fuse(fusion, case, masks)
+    output = Path(args.output)
+    path = write_volume(from_internal(result.label, args.label_format), case.reference, output)
+    agreement = write_volume(result.agreement, case.reference, _sibling(output, "_agreement"))
+    millilitres = float(np.prod(case.spacing)) / 1000.0
+    volumes = ", ".join(f"{name} {np.sum(result.label == value) * millilitres:.1f} mL"
+                        for value, name in CLASS_NAMES.items())
+    print(f"{case.name}: {volumes} ({args.label_format} labels) → {path}\n"
+          f"modality agreement (fraction of {len(masks)} modalities: {', '.join(masks)}) → {agreement}")
+    return 0
+
+
 def command_segment(args: argparse.Namespace) -> int:
     if (args.box is None) == (args.prompt == "box"):
         raise SambaError("give --box I0 J0 K0 I1 J1 K1 for --prompt box, and no box for --prompt auto")
     case = load_case(args.case_dir, _overrides(args), args.label_convention, load_label=False)
     volume = case.volume(args.modality)
     axis = volume.view_axis(args.view)
+    box = None
     if args.prompt == "box":
         corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
         box = Box3D.from_ijk(*corners).clipped_to(volume.array.shape)  # fails before the model loads
     engine = _engine(args)
+    if args.refine:
+        return _segment_refined(args, case, engine, axis, box)
     progress = _Progress(f"{case.name} {args.modality}")
     if args.prompt == "box":
         _, result = segment_box3d(engine, volume, box, axis, args.seed_slice, progress=progress)
@@ -132,24 +201,33 @@ def _case_dirs(paths: list[str]) -> list[Path]:
 
 
 def _print_table(rows: list[dict], summary: dict) -> None:
-    header = f"{'case':28s} {'prompt':7s} {'Dice':>6s} {'HD95':>7s} {'lesDice':>7s} {'lesHD95':>8s} {'s':>6s}"
+    regions = [r for r in REFINED_REGIONS if rows and r in rows[0]]
+    header = f"{'case':28s} {'prompt':7s} " + " ".join(
+        f"{r + ' Dice':>8s} {r + ' HD95':>8s} {r + ' les':>7s}" for r in regions) + f" {'s':>6s}"
     print(header)
     print("-" * len(header))
+
+    def cells(scores: dict) -> str:
+        return " ".join(f"{scores[r]['dice']:8.3f} {scores[r]['hd95']:8.2f} {scores[r]['lesion_dice']:7.3f}"
+                        for r in regions)
+
     for row in rows:
-        wt = row["WT"]
-        print(f"{row['case']:28s} {row['prompt']:7s} {wt['dice']:6.3f} {wt['hd95']:7.2f} {wt['lesion_dice']:7.3f} "
-              f"{wt['lesion_hd95']:8.2f} {row['seconds']:6.1f}")
+        print(f"{row['case']:28s} {row['prompt']:7s} {cells(row)} {row['seconds']:6.1f}")
     if summary:
-        wt = summary["WT"]
         print("-" * len(header))
-        print(f"{'mean of ' + str(summary['cases']) + ' cases':28s} {'':7s} {wt['dice']:6.3f} {wt['hd95']:7.2f} "
-              f"{wt['lesion_dice']:7.3f} {wt['lesion_hd95']:8.2f} {summary['seconds_per_case']:6.1f}")
+        print(f"{'mean of ' + str(summary['cases']) + ' cases':28s} {'':7s} {cells(summary)} "
+              f"{summary['seconds_per_case']:6.1f}")
+        if len(regions) > 1:
+            print(f"mean Dice of {', '.join(regions)}: {np.mean([summary[r]['dice'] for r in regions]):.3f}")
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
     folders = _case_dirs(args.case_dirs)
     engine = _engine(args)
     detector = _detector() if args.prompt == "auto" else None
+    fusion = _fusion(args) if args.refine else None
+    if fusion is not None and args.clicks:
+        raise SambaError("--refine evaluates the first prompt on every modality; it simulates no clicks")
     evaluations, skipped = [], []
     for folder in tqdm(folders, desc="cases", unit="case", file=sys.stderr):
         try:
@@ -161,16 +239,21 @@ def command_evaluate(args: argparse.Namespace) -> int:
             skipped.append({"case": folder.name, "reason": str(exc)})
             print(f"skipped: {exc}", file=sys.stderr)
             continue
-        progress = _Progress(f"{case.name} {args.prompt}")
-        evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks,
-                                   axis=volume.view_axis(args.view), progress=progress, detector=detector)
+        axis = volume.view_axis(args.view)
+        if fusion is None:
+            progress = _Progress(f"{case.name} {args.prompt}")
+            evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks, axis=axis,
+                                       progress=progress, detector=detector)
+        else:
+            progress = _ModalityProgress(case.name)
+            evaluation = evaluate_case_refined(engine, case, args.prompt, fusion, axis, progress, detector)
         progress.close()
         evaluations.append(evaluation)
         engine.clear_cache()  # one case at a time: keep memory flat over long runs
         if args.overlays:
             from .overlays import save_worst_slices
 
-            save_worst_slices(volume.array, evaluation.prediction, evaluation.truth,
+            save_worst_slices(volume.array, evaluation.prediction > 0, evaluation.truth > 0,
                               Path(args.overlays) / f"{case.name}_{args.modality}_{args.prompt}.png",
                               f"{case.name} {args.modality} {args.prompt} WT Dice {evaluation.scores['WT']['dice']:.3f}",
                               axis=volume.view_axis(args.view))
@@ -179,7 +262,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     _print_table(rows, summary)
     if args.json:
         report = {"engine": engine.describe(), "prompt": args.prompt, "modality": args.modality, "clicks": args.clicks,
-                  "view": args.view, "cases": rows, "skipped": skipped, "summary": summary}
+                  "view": args.view, "refine": None if fusion is None else fusion if fusion == "rule" else fusion.describe(),
+                  "cases": rows, "skipped": skipped, "summary": summary}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"written: {args.json}", file=sys.stderr)
@@ -218,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"))
     segment.add_argument("--seed-slice", type=int, default=None, help="slice to start on (default: box centre)")
     segment.add_argument("--output", required=True, help="label map to write (.nii.gz or .nrrd)")
+    segment.add_argument("--label-format", default=LabelConvention.BRATS2023.value,
+                         choices=(LabelConvention.BRATS2023.value, LabelConvention.BRATS2021.value),
+                         help="label values written with --refine (2023: 1 NETC 2 SNFH 3 ET; 2021: 1 2 4)")
+    _add_refine_options(segment)
     _add_case_options(segment)
     _add_engine_options(segment)
     segment.set_defaults(run=command_segment)
@@ -231,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--label-convention", choices=[c.value for c in LabelConvention])
     evaluate.add_argument("--json", help="write per-case figures and the summary here")
     evaluate.add_argument("--overlays", help="folder for PNGs of each case's worst slices")
+    _add_refine_options(evaluate)
     _add_engine_options(evaluate)
     evaluate.set_defaults(run=command_evaluate)
 

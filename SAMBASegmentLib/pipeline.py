@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,8 @@ from .simulation import box2d_prompts, box3d_prompt, corrective_click, point_pro
 from .volumes import Case, ScalarVolume
 
 PROMPT_MODES = ("box2d", "box3d", "points", "auto")
+REFINED_REGIONS = ("ET", "TC", "WT")
+ModalityProgress = Callable[[str, int, int], None]  # (modality, done, total)
 
 # A label value for the binary SAM result when written as a label map: the whole tumour.
 WHOLE_TUMOUR_VALUE = 1
@@ -66,36 +69,59 @@ class CaseEvaluation:
                 "seconds": round(self.seconds, 2), "slices_encoded": self.slices_encoded, **self.scores}
 
 
-def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
-                  axis: int = 0, progress: ProgressCallback | None = None, detector=None) -> CaseEvaluation:
-    """Segment the whole tumour of a labelled case with prompts simulated from its label (or, for ``auto``, from
-    the detector's proposals), then score it."""
+def _check_prompt(prompt: str, clicks: int, detector) -> None:
     if prompt not in PROMPT_MODES:
         raise ValueError(f"unknown prompt mode {prompt!r}; expected one of {PROMPT_MODES}")
     if prompt == "auto" and (detector is None or clicks):
         raise ValueError("the automatic path needs a detector and simulates no corrective clicks")
+
+
+def _labelled_truth(case: Case) -> np.ndarray:
     if case.label is None:
         raise ModalityError(f"{case.name}: no label map, so nothing to evaluate against")
-    volume = case.volume(modality)
-    truth = region_mask(case.label, "WT")
-    start = time.perf_counter()
-    calls_before = engine.encoder_calls
-    session, slice_prompts = None, {}
+    return region_mask(case.label, "WT")
+
+
+def _prompted_mask(engine: SamEngine, volume: ScalarVolume, truth: np.ndarray, prompt: str, axis: int,
+                   progress: ProgressCallback | None, candidates: list | None
+                   ) -> tuple[np.ndarray, PropagationSession | None, dict[int, list[SlicePrompt]]]:
+    """The whole-tumour mask of one volume from prompts simulated from ``truth`` (or the detector's
+    ``candidates`` for ``auto``), with what corrective clicks need to continue: the session or slice prompts."""
     if prompt == "box3d":
         if not truth.any():
-            prediction = np.zeros_like(truth)
-        else:
-            simulated = box3d_prompt(truth, axis)
-            session, result = segment_box3d(engine, volume, simulated.box, axis, simulated.seed_index,
-                                            simulated.seed_box, progress)
-            prediction = result.mask.copy()
-    elif prompt == "auto":
-        from .detection import segment_auto  # ultralytics loads only for the automatic path
+            return np.zeros_like(truth), None, {}
+        simulated = box3d_prompt(truth, axis)
+        session, result = segment_box3d(engine, volume, simulated.box, axis, simulated.seed_index,
+                                        simulated.seed_box, progress)
+        return result.mask.copy(), session, {}
+    if prompt == "auto":
+        from .detection import segment_candidates  # ultralytics loads only for the automatic path
 
-        prediction = segment_auto(engine, detector, volume, axis, progress=progress).mask.copy()
-    else:
-        slice_prompts = box2d_prompts(truth, axis) if prompt == "box2d" else point_prompts(truth, axis)
-        prediction = segment_slices(engine, volume, axis, slice_prompts, progress)
+        return segment_candidates(engine, volume, candidates, progress=progress)[0], None, {}
+    slice_prompts = box2d_prompts(truth, axis) if prompt == "box2d" else point_prompts(truth, axis)
+    return segment_slices(engine, volume, axis, slice_prompts, progress), None, slice_prompts
+
+
+def _candidates(case: Case, prompt: str, axis: int, detector) -> list | None:
+    """The detector's proposals, found on the modality it was trained on, for every modality of the case."""
+    if prompt != "auto":
+        return None
+    from .detection import propose
+
+    return propose(detector, case.volume(detector.modality), axis)
+
+
+def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
+                  axis: int = 0, progress: ProgressCallback | None = None, detector=None) -> CaseEvaluation:
+    """Segment the whole tumour of a labelled case with prompts simulated from its label (or, for ``auto``, from
+    the detector's proposals), then score it."""
+    _check_prompt(prompt, clicks, detector)
+    truth = _labelled_truth(case)
+    volume = case.volume(modality)
+    start = time.perf_counter()
+    calls_before = engine.encoder_calls
+    candidates = _candidates(case, prompt, axis, detector)
+    prediction, session, slice_prompts = _prompted_mask(engine, volume, truth, prompt, axis, progress, candidates)
     for _ in range(clicks):
         click = corrective_click(prediction, truth, case.spacing)
         if click is None:
@@ -118,6 +144,46 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
     scores = region_scores(label, truth_label, case.spacing, regions=("WT",))
     return CaseEvaluation(case.name, modality, prompt, clicks, scores, seconds, engine.encoder_calls - calls_before,
                           prediction, truth)
+
+
+def segment_modalities(engine: SamEngine, case: Case, segment_one: Callable[[ScalarVolume, ProgressCallback | None],
+                                                                            np.ndarray],
+                       progress: ModalityProgress | None = None) -> dict[str, np.ndarray]:
+    """The same prompts on every modality of the case: one whole-tumour mask per modality (the voting network's
+    input). Each volume's embeddings are dropped when it is done, so memory stays that of one volume."""
+    masks: dict[str, np.ndarray] = {}
+    for modality, volume in case.volumes.items():
+        callback = (lambda done, total, m=modality: progress(m, done, total)) if progress else None
+        masks[modality] = remove_small_components(segment_one(volume, callback), case.spacing)
+        engine.clear_cache(volume)
+    return masks
+
+
+def fuse(fusion, case: Case, masks: dict[str, np.ndarray]):
+    """``fusion``: a VotingNetwork, or ``"rule"`` for the rule baseline. Returns a voting.Fusion."""
+    from .voting import rule_baseline
+
+    images = {m: v.array for m, v in case.volumes.items()}
+    return rule_baseline(images, masks) if fusion == "rule" else fusion.fuse(images, masks)
+
+
+def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion, axis: int = 0,
+                          progress: ModalityProgress | None = None, detector=None) -> CaseEvaluation:
+    """Segment the tumour on every modality with the same simulated prompts, fuse the masks into NETC / SNFH /
+    ET (``fusion``: a VotingNetwork or ``"rule"``) and score ET, TC and WT."""
+    _check_prompt(prompt, 0, detector)
+    truth = _labelled_truth(case)
+    start = time.perf_counter()
+    calls_before = engine.encoder_calls
+    candidates = _candidates(case, prompt, axis, detector)
+    masks = segment_modalities(
+        engine, case, lambda volume, callback: _prompted_mask(engine, volume, truth, prompt, axis, callback,
+                                                              candidates)[0], progress)
+    label = fuse(fusion, case, masks).label
+    seconds = time.perf_counter() - start
+    scores = region_scores(label, case.label, case.spacing, regions=REFINED_REGIONS)
+    return CaseEvaluation(case.name, "+".join(case.volumes), prompt, 0, scores, seconds,
+                          engine.encoder_calls - calls_before, label, case.label)
 
 
 def summarise(evaluations: list[CaseEvaluation]) -> dict:

@@ -31,6 +31,9 @@ from SAMBASegmentLib.volumes import MODALITIES, ScalarVolume, normalise_intensit
 
 MODULE_NAME = "SAMBASegment"
 BOX_ATTRIBUTE = "SAMBASegment.Box"  # set on the ROI nodes that are prompts (other ROIs in the scene are not)
+PROPOSAL_ATTRIBUTE = "SAMBASegment.Proposal"  # the detector's rank, on a proposed box until it is accepted
+PROPOSAL_COLOUR = (1.0, 0.85, 0.0)
+AGREEMENT_NAME = "SAMBA modality agreement"
 WHOLE_TUMOUR = "WT"  # segment ID and name of SAM's binary result: the BraTS whole-tumour region
 POSITIVE_COLOUR = (0.1, 0.9, 0.1)
 NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
@@ -302,11 +305,25 @@ def _loadEngine(device: str | None, useAdapter: bool):
     return SamEngine.create(adapter="default" if useAdapter else None, device=device)
 
 
+@functools.lru_cache(maxsize=1)
+def _loadDetector():
+    from SAMBASegmentLib.detection import TumourDetector
+
+    return TumourDetector.load()
+
+
+@functools.lru_cache(maxsize=1)
+def _loadVotingNetwork():
+    from SAMBASegmentLib.voting import VotingNetwork
+
+    return VotingNetwork.load()
+
+
 @dataclass
 class _UndoStep:
     segmentationNodeId: str
     volumeNodeId: str
-    packed: np.ndarray | None  # np.packbits of the whole-tumour mask before the operation; None: no segment yet
+    segments: dict[str, np.ndarray | None]  # segment ID → np.packbits of its mask before; None: it did not exist
 
 
 class SAMBASegmentLogic:
@@ -361,11 +378,27 @@ class SAMBASegmentLogic:
         return node
 
     def boxNodes(self) -> list[slicer.vtkMRMLMarkupsROINode]:
+        """The boxes that prompt SAM: drawn ones and accepted proposals (a proposal prompts once accepted)."""
         return [node for node in _nodes(self.scene, "vtkMRMLMarkupsROINode")
-                if node.GetAttribute(BOX_ATTRIBUTE) and node.GetNumberOfDefinedControlPoints() > 0]
+                if node.GetAttribute(BOX_ATTRIBUTE) and not node.GetAttribute(PROPOSAL_ATTRIBUTE)
+                and node.GetNumberOfDefinedControlPoints() > 0]
+
+    def pendingProposals(self) -> list[slicer.vtkMRMLMarkupsROINode]:
+        """The detector's proposals not yet accepted or rejected, best first."""
+        nodes = [n for n in _nodes(self.scene, "vtkMRMLMarkupsROINode") if n.GetAttribute(PROPOSAL_ATTRIBUTE)]
+        return sorted(nodes, key=lambda n: int(n.GetAttribute(PROPOSAL_ATTRIBUTE)))
+
+    def acceptProposal(self, node: slicer.vtkMRMLMarkupsROINode) -> None:
+        """The proposal becomes an ordinary box: Segment and Propagate use it, the user may still drag it."""
+        node.RemoveAttribute(PROPOSAL_ATTRIBUTE)
+        node.SetName(node.GetName().replace("proposal", "box"))
+        node.GetDisplayNode().SetSelectedColor(*node.GetDisplayNode().GetColor())
+
+    def rejectProposal(self, node: slicer.vtkMRMLMarkupsROINode) -> None:
+        self.scene.RemoveNode(node)
 
     def clearPrompts(self, *pointNodes: slicer.vtkMRMLMarkupsFiducialNode | None) -> None:
-        for node in self.boxNodes():
+        for node in self.boxNodes() + self.pendingProposals():
             self.scene.RemoveNode(node)
         for node in pointNodes:
             if node is not None:
@@ -520,21 +553,28 @@ class SAMBASegmentLogic:
         exists = segmentationNode.GetSegmentation().GetSegment(WHOLE_TUMOUR) is not None
         mask = readMask(segmentationNode, WHOLE_TUMOUR, volumeNode) if exists else np.zeros(volumeShape(volumeNode),
                                                                                                 bool)
-        self._undo.append(_UndoStep(segmentationNode.GetID(), volumeNode.GetID(),
-                                    np.packbits(mask) if exists else None))
-        del self._undo[:-UNDO_DEPTH]
+        self._pushUndo(segmentationNode, volumeNode, (WHOLE_TUMOUR,))
         selector = [slice(None)] * 3
         selector[axis] = slice(slices[0], slices[1] + 1)
         mask[tuple(selector)] = slab
         writeMask(segmentationNode, ensureSegment(segmentationNode, WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR), mask,
                   volumeNode)
 
+    def _pushUndo(self, segmentationNode: slicer.vtkMRMLSegmentationNode,
+                  volumeNode: slicer.vtkMRMLScalarVolumeNode, segmentIds: tuple[str, ...]) -> None:
+        """Remember the segments an operation is about to change, as they are now."""
+        segmentation = segmentationNode.GetSegmentation()
+        before = {segmentId: np.packbits(readMask(segmentationNode, segmentId, volumeNode))
+                  if segmentation.GetSegment(segmentId) is not None else None for segmentId in segmentIds}
+        self._undo.append(_UndoStep(segmentationNode.GetID(), volumeNode.GetID(), before))
+        del self._undo[:-UNDO_DEPTH]
+
     @property
     def canUndo(self) -> bool:
         return bool(self._undo)
 
     def undo(self) -> bool:
-        """Put the whole-tumour segment back as it was before the last SAM operation; False if nothing to undo."""
+        """Put the segments back as they were before the last SAM or Refine operation; False if nothing to undo."""
         if not self._undo:
             return False
         step = self._undo.pop()
@@ -543,10 +583,104 @@ class SAMBASegmentLogic:
         if segmentationNode is None or volumeNode is None:
             return False
         self._session = self._sessionKey = None  # it would propagate from masks the user no longer sees
-        if step.packed is None:
-            segmentationNode.GetSegmentation().RemoveSegment(WHOLE_TUMOUR)
-        else:
-            shape = volumeShape(volumeNode)
-            mask = np.unpackbits(step.packed, count=int(np.prod(shape))).reshape(shape)
-            writeMask(segmentationNode, WHOLE_TUMOUR, mask, volumeNode)
+        shape = volumeShape(volumeNode)
+        for segmentId, packed in step.segments.items():
+            if packed is None:
+                segmentationNode.GetSegmentation().RemoveSegment(segmentId)
+            else:
+                writeMask(segmentationNode, segmentId, np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape),
+                          volumeNode)
         return True
+
+    # --- detector and voting network ---------------------------------------------------------------------------------
+    def proposeTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> SamTask:
+        """The detector's tumour candidates on ``volumeNode`` as proposed boxes (ROIs, best first), replacing
+        proposals still pending; the user accepts, drags or rejects each."""
+        volume = self.scalarVolume(volumeNode)
+
+        def compute(task: SamTask) -> list:
+            from SAMBASegmentLib.detection import propose
+
+            task.progress(0, 1)
+            candidates = propose(_loadDetector(), volume, volume.view_axis("axial"))
+            task.progress(1, 1)
+            return candidates
+
+        def write(candidates: list) -> None:
+            for node in self.pendingProposals():
+                self.scene.RemoveNode(node)
+            for rank, candidate in enumerate(candidates, start=1):
+                node = slicer.vtkMRMLMarkupsROINode()
+                node.SetName(self.scene.GenerateUniqueName(f"SAMBA proposal {rank} ({candidate.confidence:.2f})"))
+                node.SetAttribute(BOX_ATTRIBUTE, "1")
+                node.SetAttribute(PROPOSAL_ATTRIBUTE, str(rank))
+                self.scene.AddNode(node)
+                node.CreateDefaultDisplayNodes()
+                node.GetDisplayNode().SetSelectedColor(*PROPOSAL_COLOUR)
+                boxToROI(node, volumeNode, candidate.box3d())
+
+        return SamTask("propose boxes", compute, write)
+
+    def refineTask(self, volumeNodes: dict[str, slicer.vtkMRMLScalarVolumeNode],
+                   referenceNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
+                   segmentationNode: slicer.vtkMRMLSegmentationNode) -> SamTask:
+        """SAM with the same boxes on every loaded modality, fused by the voting network into segments NETC, SNFH
+        and ET, plus a modality-agreement volume (fraction of modalities whose mask covers each voxel)."""
+        volumes = {}
+        for modality, node in volumeNodes.items():
+            if volumeShape(node) != volumeShape(referenceNode) or not np.allclose(ijkToWorld(node),
+                                                                                  ijkToWorld(referenceNode), atol=1e-3):
+                raise VolumeError(f"{node.GetName()} ({modality}) is not on {referenceNode.GetName()}'s voxel grid; "
+                                  "resample it onto that volume first (Resample Scalar/Vector/DWI Volume)")
+            volumes[modality] = self.scalarVolume(node)
+        axis = sliceTarget(sliceNode, referenceNode).axis
+        boxes = [box for box in self.boxes(referenceNode) if box.hi[axis] > box.lo[axis]]
+        if not boxes:
+            raise PromptError("Refine segments every modality inside the boxes: draw or accept a box that spans "
+                              "the tumour's slices first")
+
+        def compute(task: SamTask) -> Any:
+            def segmentAll(engine):
+                from SAMBASegmentLib.pipeline import segment_box3d
+
+                masks, total = {}, len(volumes) * len(boxes)
+                for number, (modality, volume) in enumerate(volumes.items()):
+                    mask = np.zeros(volume.array.shape, dtype=bool)
+                    for b, box in enumerate(boxes):
+                        step = number * len(boxes) + b
+
+                        def progress(done: int, slices: int, step: int = step) -> None:
+                            task.progress(step * slices + done, total * slices)
+
+                        mask |= segment_box3d(engine, volume, box, axis, progress=progress,
+                                              cancel=lambda: task.cancelled)[1].mask
+                    masks[modality] = mask
+                return masks, sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) * len(volumes)
+
+            masks = self._timed(segmentAll)
+            images = {modality: volume.array for modality, volume in volumes.items()}
+            return _loadVotingNetwork().fuse(images, masks)
+
+        def write(fusion: Any) -> None:
+            self._pushUndo(segmentationNode, referenceNode, tuple(CLASS_NAMES.values()))
+            writeLabelMap(segmentationNode, fusion.label, referenceNode)
+            self.agreementVolume(referenceNode, fusion.agreement)
+
+        return SamTask(f"refine into NETC / SNFH / ET on {len(volumes)} modalities", compute, write)
+
+    def agreementVolume(self, referenceNode: slicer.vtkMRMLScalarVolumeNode,
+                        agreement: np.ndarray) -> slicer.vtkMRMLScalarVolumeNode:
+        """The modality-agreement map as a volume on the reference grid, created once and then updated."""
+        node = self.scene.GetFirstNodeByName(AGREEMENT_NAME)
+        if node is None:
+            node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", AGREEMENT_NAME)
+            node.CreateDefaultDisplayNodes()
+        node.CopyOrientation(referenceNode)
+        node.SetAndObserveTransformNodeID(referenceNode.GetTransformNodeID())
+        slicer.util.updateVolumeFromArray(node, agreement.astype(np.float32))
+        display = node.GetDisplayNode()
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        if self.scene.GetNodeByID("vtkMRMLColorTableNodeRainbow") is not None:
+            display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+        return node

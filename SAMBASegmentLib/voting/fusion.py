@@ -1,0 +1,157 @@
+"""Fusing the per-modality SAM masks into NETC / SNFH / ET: the network's inputs, its sliding-window
+inference around the tumour, the modality-agreement map, and the simple rule it has to beat.
+
+Input channels, in ``MODALITIES`` order: the four normalised images, the four binary SAM masks, and four
+presence flags (1 where the modality was given). A missing modality is zeros with flag 0, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from ..errors import VolumeError, WeightsError
+from ..labels import ET_LABEL, NETC, SNFH
+from ..volumes import MODALITIES
+from ..weights import WEIGHTS_DIR, verify_sha256
+from .network import VotingUNet3D, decode_regions
+
+VOTING_DIR = WEIGHTS_DIR / "voting"
+INPUT_CHANNELS = 3 * len(MODALITIES)
+FIELD_OF_VIEW_MARGIN = 12  # voxels of context around the union of the SAM masks
+
+
+def build_inputs(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """(12, k, j, i) float32 network input; a modality counts as present when both its image and mask are given."""
+    shapes = {np.shape(a) for a in (*images.values(), *masks.values()) if a is not None}
+    if len(shapes) != 1:
+        raise VolumeError(f"the images and masks to fuse must share one grid; got shapes {sorted(shapes)}")
+    shape = shapes.pop()
+    inputs = np.zeros((INPUT_CHANNELS, *shape), dtype=np.float32)
+    for channel, modality in enumerate(MODALITIES):
+        image, mask = images.get(modality), masks.get(modality)
+        if image is None or mask is None:
+            continue
+        inputs[channel] = image
+        inputs[len(MODALITIES) + channel] = mask
+        inputs[2 * len(MODALITIES) + channel] = 1.0
+    return inputs
+
+
+def agreement_map(masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """Fraction of the given modalities whose SAM mask covers each voxel: 1 where all agree it is tumour."""
+    given = [np.asarray(m, dtype=bool) for m in masks.values() if m is not None]
+    if not given:
+        raise VolumeError("no modality mask to compute an agreement map from")
+    return np.mean(given, axis=0, dtype=np.float32)
+
+
+def field_of_view(masks: Mapping[str, np.ndarray | None], margin: int = FIELD_OF_VIEW_MARGIN
+                  ) -> tuple[slice, ...] | None:
+    """The bounding box of the union of the masks plus ``margin`` voxels, or None when every mask is empty."""
+    union = np.any([m for m in masks.values() if m is not None], axis=0)
+    if not union.any():
+        return None
+    box = ndimage.find_objects(union.astype(np.uint8))[0]
+    return tuple(slice(max(0, s.start - margin), min(size, s.stop + margin)) for s, size in zip(box, union.shape))
+
+
+def _window_starts(size: int, patch: int) -> list[int]:
+    if size <= patch:
+        return [0]
+    starts = list(range(0, size - patch, patch // 2))
+    return starts + [size - patch]
+
+
+def sliding_window_probabilities(model: VotingUNet3D, inputs: np.ndarray, patch: int) -> np.ndarray:
+    """Region probabilities of a (C, k, j, i) crop: overlapping patches (as trained), logits averaged."""
+    divisor = model.divisor
+    padded_shape = [max(patch, -(-s // divisor) * divisor) for s in inputs.shape[1:]]
+    padding = [(0, 0)] + [(0, p - s) for p, s in zip(padded_shape, inputs.shape[1:])]
+    padded = torch.from_numpy(np.pad(inputs, padding))
+    logits = torch.zeros((model.head.out_channels, *padded_shape))
+    counts = torch.zeros(padded_shape)
+    sizes = [min(patch, s) for s in padded_shape]
+    model.eval()
+    with torch.inference_mode():
+        for k in _window_starts(padded_shape[0], patch):
+            for j in _window_starts(padded_shape[1], patch):
+                for i in _window_starts(padded_shape[2], patch):
+                    window = (slice(k, k + sizes[0]), slice(j, j + sizes[1]), slice(i, i + sizes[2]))
+                    logits[(slice(None), *window)] += model(padded[(slice(None), *window)][None])[0]
+                    counts[window] += 1
+    probabilities = torch.sigmoid(logits / counts)
+    return probabilities[(slice(None), *(slice(0, s) for s in inputs.shape[1:]))].numpy()
+
+
+@dataclass
+class Fusion:
+    """The fused result: internal label map (1 NETC, 2 SNFH, 3 ET) and the modality-agreement map."""
+
+    label: np.ndarray
+    agreement: np.ndarray
+
+
+class VotingNetwork:
+    """The shipped (or a given) voting network, ready to fuse one case's masks."""
+
+    def __init__(self, model: VotingUNet3D, patch: int, source: str) -> None:
+        self.model, self.patch, self.source = model.eval(), patch, source
+
+    @classmethod
+    def load(cls, folder: Path | str = VOTING_DIR) -> "VotingNetwork":
+        """Weights from a folder with ``manifest.json``; the sha256 is checked before the file is read."""
+        from safetensors.torch import load_file
+
+        manifest_path = Path(folder) / "manifest.json"
+        if not manifest_path.is_file():
+            raise WeightsError(f"no voting network manifest at {manifest_path}")
+        manifest = json.loads(manifest_path.read_text())
+        weights = verify_sha256(Path(folder) / manifest["file"], manifest["sha256"])
+        model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]))
+        model.load_state_dict(load_file(str(weights)), strict=True)
+        return cls(model, int(manifest["patch"]), f"{weights.name} ({manifest.get('trained_on', 'unknown data')})")
+
+    def describe(self) -> str:
+        from .network import parameter_count
+
+        return f"voting 3D U-Net {self.source}, {parameter_count(self.model):,} parameters"
+
+    def fuse(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> Fusion:
+        agreement = agreement_map(masks)
+        label = np.zeros(agreement.shape, dtype=np.uint8)
+        window = field_of_view(masks)
+        if window is not None:
+            inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
+                                  {m: None if a is None else a[window] for m, a in masks.items()})
+            label[window] = decode_regions(sliding_window_probabilities(self.model, inputs, self.patch))
+        return Fusion(label, agreement)
+
+
+def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> Fusion:
+    """The rule the network must beat: WT where at least half of the FLAIR and T2 masks say tumour (their union),
+    TC = the T1ce mask inside WT, ET = TC voxels brighter on T1ce than TC's Otsu threshold."""
+    agreement = agreement_map(masks)
+    wt_votes = [np.asarray(masks[m], dtype=bool) for m in ("flair", "t2") if masks.get(m) is not None]
+    whole = np.mean(wt_votes, axis=0) >= 0.5 if wt_votes else agreement >= 0.5
+    label = np.zeros(whole.shape, dtype=np.uint8)
+    label[whole] = SNFH
+    t1ce, t1ce_mask = images.get("t1ce"), masks.get("t1ce")
+    if t1ce is not None and t1ce_mask is not None:
+        core = whole & np.asarray(t1ce_mask, dtype=bool)
+        label[core] = NETC
+        if core.sum() > 1:
+            values = sitk.GetImageFromArray(t1ce[core].astype(np.float32)[None, None])
+            otsu = sitk.OtsuThresholdImageFilter()
+            otsu.SetInsideValue(0)
+            otsu.SetOutsideValue(1)
+            otsu.Execute(values)
+            label[core & (t1ce > otsu.GetThreshold())] = ET_LABEL
+    return Fusion(label, agreement)

@@ -1,0 +1,100 @@
+"""Detector proposals as ROIs the annotator reviews, and Refine into NETC / SNFH / ET, on real MRML nodes and a
+real validation case (never trained on)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+from SAMBASegmentMRML.logic import AGREEMENT_NAME, SAMBASegmentLogic, boxToROI, ijkToWorld, readMask, roiToBox
+from SAMBASegmentMRML.selftest import loadVolume, showSlice
+
+from SAMBASegmentLib.errors import PromptError, VolumeError
+from SAMBASegmentLib.labels import CLASS_NAMES, region_mask, to_internal
+from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.prompts import Box3D
+from SAMBASegmentLib.simulation import box3d_prompt
+from SAMBASegmentLib.volumes import MODALITIES, find_case_files
+
+CASE = "Brats18_CBICA_AQN_1"  # a validation case
+
+
+@pytest.fixture
+def loaded(scene, data_dir: Path):
+    files = find_case_files(data_dir / CASE)
+    volumes = {m: loadVolume(scene, files[m]) for m in MODALITIES}
+    labelNode = loadVolume(scene, files["label"], labelMap=True)
+    label, _ = to_internal(slicer.util.arrayFromVolume(labelNode))
+    return volumes, label
+
+
+def test_proposals_are_reviewed_before_they_prompt(scene, loaded):
+    volumes, label = loaded
+    logic = SAMBASegmentLogic(scene)
+    drawn = logic.createBoxNode()
+    drawn.SetCenter(0, 0, 0)
+    drawn.SetSize(10, 10, 10)
+    task = logic.proposeTask(volumes["flair"])
+    task.run()
+    assert task.finish()
+    pending = logic.pendingProposals()
+    assert pending and logic.boxNodes() == [drawn]  # proposals do not prompt until accepted
+    best = roiToBox(pending[0], volumes["flair"])
+    k, j, i = np.argwhere(region_mask(label, "WT")).mean(axis=0).round().astype(int)
+    assert all(lo <= c <= hi for lo, c, hi in zip(best.lo, (k, j, i), best.hi))  # the best one holds the tumour
+    logic.acceptProposal(pending[0])
+    assert pending[0] in logic.boxNodes() and pending[0] not in logic.pendingProposals()
+    for node in logic.pendingProposals():
+        logic.rejectProposal(node)
+    assert logic.pendingProposals() == [] and scene.GetNodeByID(pending[0].GetID()) is not None
+    logic.clearPrompts()
+    assert logic.boxNodes() == []
+
+
+def test_refine_writes_three_classes_and_agreement_and_undo_removes_them(scene, loaded):
+    volumes, label = loaded
+    logic = SAMBASegmentLogic(scene)
+    logic.configure("cpu", useAdapter=False)
+    flair = volumes["flair"]
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    clinician = box3d_prompt(region_mask(label, "WT"), 0)
+    seed = clinician.seed_index
+    thin = Box3D((seed - 3, clinician.box.lo[1], clinician.box.lo[2]), (seed + 3, clinician.box.hi[1], clinician.box.hi[2]))
+
+    boxToROI(logic.createBoxNode(), flair, thin)  # seven slices keep the test short
+    showSlice(red, flair, 0, seed)
+    output = logic.outputSegmentation(None, flair)
+
+    task = logic.refineTask(volumes, flair, red, output)
+    task.run()
+    assert task.finish()
+
+    segments = {name: readMask(output, name, flair) for name in CLASS_NAMES.values()}
+    whole = segments["NETC"] | segments["SNFH"] | segments["ET"]
+    window = slice(seed - 3, seed + 4)
+    assert dice(whole[window], region_mask(label, "WT")[window]) > 0.75
+    assert not (segments["NETC"] & segments["ET"]).any()
+    agreement = scene.GetFirstNodeByName(AGREEMENT_NAME)
+    np.testing.assert_allclose(ijkToWorld(agreement), ijkToWorld(flair))
+    fractions = slicer.util.arrayFromVolume(agreement)
+    assert fractions.max() == 1.0 and set(np.unique(fractions)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert logic.undo()
+    assert not any(output.GetSegmentation().GetSegment(name) for name in CLASS_NAMES.values())
+
+
+def test_refine_explains_what_it_needs(scene, loaded):
+    volumes, _ = loaded
+    logic = SAMBASegmentLogic(scene)
+    flair = volumes["flair"]
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    showSlice(red, flair, 0, 100)
+    output = logic.outputSegmentation(None, flair)
+    with pytest.raises(PromptError, match="spans the tumour's slices"):
+        logic.refineTask(volumes, flair, red, output)
+    shifted = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shifted t2")
+    shifted.Copy(volumes["t2"])
+    shifted.SetOrigin(5.0, 0.0, 0.0)
+    with pytest.raises(VolumeError, match="not on .* voxel grid"):
+        logic.refineTask({**volumes, "t2": shifted}, flair, red, output)

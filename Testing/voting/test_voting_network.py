@@ -1,0 +1,119 @@
+"""The voting network: size, hierarchy, missing modalities, and that the shipped one beats the rule baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from SAMBASegmentLib.errors import VolumeError, WeightsError
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.metrics import dice, region_scores
+from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
+                                    parameter_count, rule_baseline)
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR, field_of_view
+from SAMBASegmentLib.volumes import MODALITIES, load_case
+
+MISSING_MODALITY_CASE = "brats_2013_pat0001_1"  # ships without T1 and T2
+
+
+def _hierarchy_holds(label: np.ndarray) -> bool:
+    wt, tc, et = (region_mask(label, r) for r in ("WT", "TC", "ET"))
+    return bool(np.all(wt >= tc) and np.all(tc >= et))
+
+
+def _masks_from_truth(label: np.ndarray, modalities) -> dict[str, np.ndarray]:
+    """Imperfect 'SAM masks' made from the label: the whole tumour eroded/dilated differently per modality."""
+    whole = region_mask(label, "WT")
+    changes = {"flair": 1, "t1": -2, "t1ce": -1, "t2": 2}
+    return {m: (ndimage.binary_dilation if changes[m] > 0 else ndimage.binary_erosion)(whole, iterations=abs(changes[m]))
+            for m in modalities}
+
+
+def test_parameter_count_in_range():
+    assert 150_000 <= parameter_count(VotingUNet3D(INPUT_CHANNELS)) <= 300_000
+    shipped = VotingNetwork.load()
+    manifest = json.loads((VOTING_DIR / "manifest.json").read_text())
+    assert 150_000 <= parameter_count(shipped.model) == manifest["parameters"] <= 300_000
+    assert (VOTING_DIR / manifest["file"]).stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_decoding_keeps_the_hierarchy_on_any_probabilities(seed):
+    probabilities = np.random.default_rng(seed).random((3, 9, 10, 11))
+    label = decode_regions(probabilities)
+    assert set(np.unique(label)) <= {0, 1, 2, 3}
+    assert _hierarchy_holds(label)
+    # ET wherever all three agree, nothing where WT says no, whatever TC and ET say
+    assert np.all((label == 3) == ((probabilities >= 0.5).all(axis=0)))
+    assert np.all(label[probabilities[0] < 0.5] == 0)
+
+
+def test_untrained_network_and_rule_keep_the_hierarchy_on_random_inputs():
+    rng = np.random.default_rng(1)
+    torch.manual_seed(1)
+    network = VotingNetwork(VotingUNet3D(INPUT_CHANNELS), patch=16, source="random weights")
+    images = {m: rng.random((20, 24, 18)).astype(np.float32) for m in MODALITIES}
+    masks = {m: rng.random((20, 24, 18)) > 0.6 for m in MODALITIES}
+    for fusion in (network.fuse(images, masks), rule_baseline(images, masks)):
+        assert fusion.label.shape == (20, 24, 18)
+        assert _hierarchy_holds(fusion.label)
+
+
+def test_agreement_map_is_the_fraction_of_modalities():
+    a = np.array([[1, 1, 0, 0]], dtype=bool)
+    b = np.array([[1, 0, 1, 0]], dtype=bool)
+    agreement = agreement_map({"flair": a, "t1": b, "t2": None})
+    np.testing.assert_allclose(agreement, [[1.0, 0.5, 0.5, 0.0]])
+    with pytest.raises(VolumeError, match="no modality mask"):
+        agreement_map({"flair": None})
+
+
+def test_inputs_flag_present_modalities_and_refuse_mixed_grids():
+    images = {"flair": np.ones((4, 4, 4), np.float32), "t1ce": np.full((4, 4, 4), 0.5, np.float32)}
+    masks = {"flair": np.ones((4, 4, 4), bool), "t1ce": np.zeros((4, 4, 4), bool)}
+    inputs = build_inputs(images, masks)
+    flags = inputs[2 * len(MODALITIES):, 0, 0, 0]
+    assert flags.tolist() == [1.0 if m in ("flair", "t1ce") else 0.0 for m in MODALITIES]
+    assert inputs[MODALITIES.index("t1ce"), 0, 0, 0] == 0.5
+    with pytest.raises(VolumeError, match="one grid"):
+        build_inputs({"flair": np.ones((4, 4, 4))}, {"flair": np.ones((4, 4, 5), bool)})
+
+
+def test_changed_weights_are_refused(tmp_path: Path):
+    for name in ("manifest.json", json.loads((VOTING_DIR / "manifest.json").read_text())["file"]):
+        (tmp_path / name).write_bytes((VOTING_DIR / name).read_bytes())
+    weights = next(tmp_path.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(WeightsError, match="sha256"):
+        VotingNetwork.load(tmp_path)
+
+
+def test_forward_on_a_real_crop_with_a_missing_modality(data_dir: Path):
+    """A real case that ships without T1 and T2: the shipped network runs on FLAIR + T1ce and finds the tumour."""
+    case = load_case(data_dir / MISSING_MODALITY_CASE)
+    assert {"t1", "t2"} <= set(case.missing)
+    images = {m: v.array for m, v in case.volumes.items()}
+    masks = _masks_from_truth(case.label, case.volumes)
+    window = field_of_view(masks)
+    fusion = VotingNetwork.load().fuse(images, masks)
+    assert fusion.label.shape == case.label.shape
+    assert not fusion.label[tuple(slice(0, w.start) for w in window)].any()  # nothing outside the field of view
+    assert _hierarchy_holds(fusion.label)
+    assert dice(fusion.label > 0, case.label > 0) > 0.8
+
+
+def test_shipped_network_beats_the_rule_baseline_on_a_validation_case(validation_case, sam_masks):
+    """Real zero-shot SAM masks of every modality from one box: the network wins on TC and ET."""
+    assert set(sam_masks) == set(MODALITIES)
+    images = {m: v.array for m, v in validation_case.volumes.items()}
+    scores = {name: region_scores(fusion.label, validation_case.label, validation_case.spacing, ("ET", "TC", "WT"))
+              for name, fusion in (("network", VotingNetwork.load().fuse(images, sam_masks)),
+                                   ("rule", rule_baseline(images, sam_masks)))}
+    for region in ("TC", "ET"):
+        assert scores["network"][region]["dice"] > scores["rule"][region]["dice"], (region, scores)
+    assert scores["network"]["WT"]["dice"] > 0.75

@@ -1,0 +1,99 @@
+"""Export a voting-network run as safetensors + manifest, and (with ``--evaluation``) ship it into the engine's
+weights with a model card whose table is generated from the validation JSON (no figure typed by hand).
+
+    python -m training.voting.ship --run training/runs/voting --to training/runs/voting/export
+    python -m training.voting.ship --run training/runs/voting --evaluation training/runs/voting/eval_val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR
+from SAMBASegmentLib.voting.network import OUTPUT_REGIONS, VotingUNet3D, parameter_count
+from SAMBASegmentLib.weights import sha256_of
+
+from ..ship import LICENCES
+from ..split import SPLIT_PATH, load_split
+from .evaluate import format_table
+
+WEIGHTS_FILE = "voting_unet3d.safetensors"
+
+
+def export(run: Path, destination: Path) -> dict:
+    settings = json.loads((run / "settings.json").read_text())
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    model = VotingUNet3D(INPUT_CHANNELS, tuple(settings["widths"]))
+    model.load_state_dict(state["model"])
+    destination.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(destination / WEIGHTS_FILE))
+    manifest = {
+        "file": WEIGHTS_FILE, "sha256": sha256_of(destination / WEIGHTS_FILE),
+        "bytes": (destination / WEIGHTS_FILE).stat().st_size,
+        "architecture": "3D U-Net, instance norm, LeakyReLU, max-pool down, transposed-conv up",
+        "widths": settings["widths"], "parameters": parameter_count(model), "patch": settings["patch"],
+        "inputs": "4 normalised images, 4 binary SAM masks, 4 presence flags (FLAIR, T1, T1ce, T2)",
+        "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
+        "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
+        "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed")},
+        "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
+        "data_licences": LICENCES,
+    }
+    (destination / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def model_card(manifest: dict, evaluation: dict) -> str:
+    return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
+
+A {manifest['parameters']:,}-parameter 3D U-Net (widths {manifest['widths']}) that reads the four normalised
+modalities, each modality's binary SAM mask and a presence flag per modality, and predicts the nested BraTS
+regions WT ⊇ TC ⊇ ET, decoded top-down so the hierarchy always holds (`SAMBASegmentLib/voting`).
+Weights: `{manifest['file']}` ({manifest['bytes'] / 1e6:.2f} MB, safetensors, sha256 `{manifest['sha256']}`).
+
+## Training
+{manifest['steps']} steps of 64³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
+engine produced for {len(manifest['training_cases'])} training cases with the clinician's `box3d` box, two jittered
+copies of it and the detector's automatic prompts (`python -m training.voting.masks`, then
+`python -m training.voting.train`). Modalities were dropped at random in training, so a missing one is an
+expected input. Validation cases (never trained on): {', '.join(manifest['never_seen'])}.
+
+## Validation (the {len(manifest['never_seen'])} cases above)
+`python -m training.voting.evaluate --network SAMBASegmentLib/weights/voting` (legacy Dice, HD95 in mm,
+BraTS 2023 lesion-wise Dice). `rule` = WT from the FLAIR and T2 masks (voxels where at least half of them,
+i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's Otsu threshold in TC.
+`flair_sam` = the FLAIR SAM mask alone (WT only).
+
+{format_table(evaluation['summary'])}
+
+## Limits
+Trained on 1 mm isotropic, skull-stripped BraTS glioma cases with LiteMedSAM zero-shot masks; other
+resolutions are resampled by the engine's reference grid, not retrained for. The automatic-prompt masks of the
+training cases come from a detector trained on those same cases, so they are better than on new cases.
+
+## Licences
+Code: Apache-2.0. Training data: {manifest['data_licences']}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("training/runs/voting"))
+    parser.add_argument("--to", type=Path, default=VOTING_DIR)
+    parser.add_argument("--evaluation", type=Path, help="validation JSON of training.voting.evaluate: writes the card")
+    args = parser.parse_args(argv)
+    manifest = export(args.run, args.to)
+    if args.evaluation:
+        (args.to / "MODEL_CARD.md").write_text(model_card(manifest, json.loads(args.evaluation.read_text())))
+    print(f"{args.to}: {manifest['file']} sha256 {manifest['sha256'][:16]}…")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Train the voting network on the cached per-modality SAM masks of the training cases (never the validation ones).
+
+Patches of 64³ around the tumour (half centred on a tumour voxel), Dice + binary cross-entropy on the three
+nested regions (WT, TC, ET), AdamW with warm-up and cosine decay, fixed seeds. Augmentation teaches what the
+product meets: the prompt variant is drawn per patch (the clinician's box, jittered boxes, the detector's),
+sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input;
+intensities are scaled and shifted; left-right and front-back flips. Checkpoints every ``--save-every``
+steps; a second run with the same folder resumes.
+
+    OMP_NUM_THREADS=2 nohup python -m training.voting.train --out training/runs/voting > training/runs/voting.log 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.volumes import MODALITIES, load_case
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS
+from SAMBASegmentLib.voting.network import DEFAULT_WIDTHS, OUTPUT_REGIONS, VotingUNet3D, parameter_count
+
+from ..split import case_dirs
+from .masks import MASK_CACHE, VARIANTS, load_case_masks, mask_key
+
+CROP_MARGIN = 16
+PATCH = 64
+
+
+@dataclass
+class CaseVolumes:
+    """One training case cropped around its tumour: images (4, …), masks (variants, 4, …), regions (3, …)."""
+
+    name: str
+    images: np.ndarray
+    present: np.ndarray
+    masks: np.ndarray
+    regions: np.ndarray
+
+
+def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATCH) -> CaseVolumes:
+    case = load_case(folder)
+    stored = load_case_masks(folder.name, cache)
+    shape = case.label.shape
+    masks = np.zeros((len(VARIANTS), len(MODALITIES), *shape), dtype=bool)
+    images = np.zeros((len(MODALITIES), *shape), dtype=np.float32)
+    present = np.zeros(len(MODALITIES), dtype=bool)
+    for channel, modality in enumerate(MODALITIES):
+        if modality in case.volumes:
+            images[channel], present[channel] = case.volume(modality).array, True
+            for v, variant in enumerate(VARIANTS):
+                masks[v, channel] = stored[mask_key(variant, modality)]
+    regions = np.stack([region_mask(case.label, r) for r in OUTPUT_REGIONS])
+    union = regions[0] | masks.any(axis=(0, 1))
+    box = ndimage.find_objects(union.astype(np.uint8))[0]
+    crop = tuple(slice(max(0, s.start - CROP_MARGIN), min(n, s.stop + CROP_MARGIN)) for s, n in zip(box, shape))
+    padding = [(0, max(0, patch - (s.stop - s.start))) for s in crop]
+
+    def cut(array: np.ndarray) -> np.ndarray:
+        lead = array.ndim - 3
+        return np.pad(array[(slice(None),) * lead + crop], [(0, 0)] * lead + padding)
+
+    return CaseVolumes(folder.name, cut(images).astype(np.float16), present, cut(masks), cut(regions))
+
+
+def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented (inputs, regions) patch."""
+    shape = case.regions.shape[1:]
+    if rng.random() < 0.5 and case.regions[0].any():
+        tumour = np.argwhere(case.regions[0])
+        centre = tumour[rng.integers(len(tumour))]
+    else:
+        centre = np.array([rng.integers(s) for s in shape])
+    start = [int(np.clip(c - patch // 2, 0, s - patch)) for c, s in zip(centre, shape)]
+    window = tuple(slice(s, s + patch) for s in start)
+    images = case.images[(slice(None), *window)].astype(np.float32)
+    if rng.random() < 0.7:
+        variants = np.full(len(MODALITIES), rng.integers(len(VARIANTS)))
+    else:
+        variants = rng.integers(len(VARIANTS), size=len(MODALITIES))
+    masks = np.stack([case.masks[(v, m, *window)] for m, v in enumerate(variants)]).astype(np.float32)
+    present = case.present.copy()
+    drop = rng.random()
+    if drop < 0.3:
+        available = np.nonzero(present)[0]
+        count = 2 if drop < 0.05 else 1
+        if len(available) > count:
+            present[rng.choice(available, count, replace=False)] = False
+    images = images * rng.uniform(0.9, 1.1, (len(MODALITIES), 1, 1, 1)) + rng.uniform(-0.05, 0.05,
+                                                                                      (len(MODALITIES), 1, 1, 1))
+    images[~present] = 0.0
+    masks[~present] = 0.0
+    flags = np.broadcast_to(present[:, None, None, None], masks.shape).astype(np.float32)
+    inputs = np.concatenate([images, masks, flags])
+    regions = case.regions[(slice(None), *window)].astype(np.float32)
+    for axis in (2, 3):  # j (front-back) and i (left-right)
+        if rng.random() < 0.5:
+            inputs, regions = np.flip(inputs, axis), np.flip(regions, axis)
+    return np.ascontiguousarray(inputs), np.ascontiguousarray(regions)
+
+
+def voting_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Binary cross-entropy + soft Dice per region (Dice over the whole batch, so empty patches are fine)."""
+    probability = torch.sigmoid(logits)
+    dims = (0, 2, 3, 4)
+    intersection = (probability * target).sum(dims)
+    total = probability.sum(dims) + target.sum(dims)
+    dice = (2 * intersection + smooth) / (total + smooth)
+    return F.binary_cross_entropy_with_logits(logits, target) + (1 - dice).mean()
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("training/runs/voting"))
+    parser.add_argument("--cache", type=Path, default=MASK_CACHE)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
+    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    folders = case_dirs("training")[: args.cases]
+    missing = [f.name for f in folders if not (args.cache / f"{f.name}.npz").exists()]
+    if missing:
+        raise SystemExit(f"no cached SAM masks for {missing}: run python -m training.voting.masks --side training")
+    cases = [load_training_case(folder, args.cache) for folder in folders]
+    model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    checkpoint_path = args.out / "checkpoint.pt"
+    step = 0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = int(state["step"])
+        print(f"resumed at step {step}", file=sys.stderr)
+    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "cases": [c.name for c in cases], "variants": VARIANTS, "patch": PATCH,
+                "parameters": parameter_count(model)}
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
+    print(f"{len(cases)} training cases, {parameter_count(model):,} parameters, from step {step} to {args.steps}",
+          file=sys.stderr, flush=True)
+    rng = np.random.default_rng(args.seed * 100_003 + step)  # a resumed run does not replay the same patches
+    model.train()
+    started, recent = time.perf_counter(), []
+    with open(args.out / "log.jsonl", "a") as log:
+        while step < args.steps:
+            batch = [sample_patch(cases[rng.integers(len(cases))], rng) for _ in range(args.batch)]
+            inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
+            target = torch.from_numpy(np.stack([b[1] for b in batch]))
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate(step, args.steps, args.lr)
+            loss = voting_loss(model(inputs), target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            step += 1
+            recent.append(float(loss))
+            if step % args.save_every == 0 or step == args.steps:
+                state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
+                torch.save(state, checkpoint_path.with_suffix(".tmp"))
+                checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+                record = {"step": step, "loss": float(np.mean(recent)), "lr": learning_rate(step - 1, args.steps, args.lr),
+                          "seconds": round(time.perf_counter() - started, 1)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                print(json.dumps(record), file=sys.stderr, flush=True)
+                recent = []
+    torch.save(model.state_dict(), args.out / "final_state.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
