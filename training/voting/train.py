@@ -96,8 +96,8 @@ def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH
         count = 2 if drop < 0.05 else 1
         if len(available) > count:
             present[rng.choice(available, count, replace=False)] = False
-    images = images * rng.uniform(0.9, 1.1, (len(MODALITIES), 1, 1, 1)) + rng.uniform(-0.05, 0.05,
-                                                                                      (len(MODALITIES), 1, 1, 1))
+    scale = rng.uniform(0.9, 1.1, (len(MODALITIES), 1, 1, 1)).astype(np.float32)
+    images = images * scale + rng.uniform(-0.05, 0.05, (len(MODALITIES), 1, 1, 1)).astype(np.float32)
     images[~present] = 0.0
     masks[~present] = 0.0
     flags = np.broadcast_to(present[:, None, None, None], masks.shape).astype(np.float32)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimiser.step()
             step += 1
-            recent.append(float(loss))
+            recent.append(loss.item())
             if step % args.save_every == 0 or step == args.steps:
                 state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
                 torch.save(state, checkpoint_path.with_suffix(".tmp"))
