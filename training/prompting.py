@@ -24,15 +24,23 @@ class Click:
     positive: bool
 
 
-def jittered_box(mask: np.ndarray, rng: np.random.Generator, max_jitter: int = MAX_BOX_JITTER) -> PixelBox:
-    """Tight box of ``mask`` with each side moved outwards by 0..max_jitter px, clipped to the slice."""
+def jittered_box(mask: np.ndarray, rng: np.random.Generator, max_jitter: int = MAX_BOX_JITTER,
+                 max_shrink: int = 0) -> PixelBox:
+    """Tight box of ``mask`` with each side moved outwards by up to ``max_jitter`` px or inwards by up to
+    ``max_shrink`` px, clipped to the slice. Inward sides are what propagation hands SAM where the tumour grows
+    from one slice to the next: the box comes from the previous, smaller slice."""
     box = bounding_box(mask)
     if box is None:
         raise ValueError("a jittered box needs a non-empty mask")
-    grow = rng.integers(0, max_jitter + 1, size=4)
+    grow = rng.integers(-max_shrink, max_jitter + 1, size=4)
     rows, cols = mask.shape
-    return (max(0, box[0] - int(grow[0])), max(0, box[1] - int(grow[1])),
-            min(rows - 1, box[2] + int(grow[2])), min(cols - 1, box[3] + int(grow[3])))
+    r0, c0 = max(0, box[0] - int(grow[0])), max(0, box[1] - int(grow[1]))
+    r1, c1 = min(rows - 1, box[2] + int(grow[2])), min(cols - 1, box[3] + int(grow[3]))
+    if r1 < r0:
+        r0 = r1 = (box[0] + box[2]) // 2
+    if c1 < c0:
+        c0 = c1 = (box[1] + box[3]) // 2
+    return r0, c0, r1, c1
 
 
 def empty_box(brain: np.ndarray, rng: np.random.Generator, min_side: int = 12, max_side: int = 80) -> PixelBox:

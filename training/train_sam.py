@@ -75,8 +75,9 @@ class StepSampler:
     propagation stopped early), click batches tumour slices only. Corrective clicks come from the current
     model's own errors."""
 
-    def __init__(self, cache: EmbeddingCache, mode: str, rng: np.random.Generator, negatives: float = 0.0):
-        self.cache, self.mode, self.rng, self.negatives = cache, mode, rng, negatives
+    def __init__(self, cache: EmbeddingCache, mode: str, rng: np.random.Generator, negatives: float = 0.0,
+                 box_shrink: int = 0):
+        self.cache, self.mode, self.rng, self.negatives, self.box_shrink = cache, mode, rng, negatives, box_shrink
         self.with_tumour = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] > 0])
         self.without = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] == 0])
 
@@ -91,7 +92,8 @@ class StepSampler:
         boxes = None
         clicks: list[list[Click]] = [[] for _ in records]
         if use_box:
-            boxes = [jittered_box(r.tumour, rng) if r.tumour.any() else empty_box(r.brain, rng) for r in records]
+            boxes = [jittered_box(r.tumour, rng, max_shrink=self.box_shrink) if r.tumour.any() else empty_box(r.brain, rng)
+                     for r in records]
             extra = _clicks(rng, BOX_EXTRA_CLICKS) if self.mode == "lora" else 0
         else:
             clicks = [[first_click(r.tumour, rng)] for r in records]
@@ -147,6 +149,8 @@ def build_arguments() -> argparse.ArgumentParser:
     parser.add_argument("--full-decoder", action="store_true",
                         help="lora: train prompt encoder and whole mask decoder in full (LoRA on the encoder only)")
     parser.add_argument("--negatives", type=float, default=0.0, help="share of tumour-free slices in box batches")
+    parser.add_argument("--box-shrink", type=int, default=0,
+                        help="box sides may also move inwards by up to this many px (propagation's boxes)")
     parser.add_argument("--encoder-batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=20)
@@ -186,7 +190,7 @@ def train(args: argparse.Namespace) -> Path:
         if rank == 0:
             print(f"resumed {run} at step {start}", flush=True)
     model = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
-    sampler = StepSampler(cache, args.mode, rng, args.negatives)
+    sampler = StepSampler(cache, args.mode, rng, args.negatives, args.box_shrink)
     multimask = args.mode == "multiclass"
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,15 @@ def test_cached_embedding_is_the_engine_embedding_of_the_volume_slice(tiny_cache
     cached = tiny_cache.embeddings([n])
     assert cached.shape == expected.shape == (1, 256, 64, 64)
     torch.testing.assert_close(cached, expected, atol=5e-2, rtol=1e-2)  # bf16 encoder, fp16 storage
+
+
+def test_shrunk_boxes_stay_within_their_limits_and_valid():
+    mask = np.zeros((60, 60), dtype=bool)
+    mask[20:30, 25:28] = True  # three columns wide: shrinking can cross the middle
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        r0, c0, r1, c1 = jittered_box(mask, rng, max_jitter=4, max_shrink=6)
+        assert r0 <= r1 and c0 <= c1
+        assert 20 - 4 <= r0 and r1 <= 29 + 4 and 25 - 4 <= c0 and c1 <= 27 + 4
+    inside = [jittered_box(mask, rng, max_jitter=0, max_shrink=3) for _ in range(50)]
+    assert all(20 <= b[0] and b[2] <= 29 for b in inside) and any(b[0] > 20 for b in inside)
