@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from .propagation import CancelCheck, ProgressCallback, PropagationResult, Propa
 from .sam.engine import SamEngine
 from .simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
 from .volumes import Case, ScalarVolume
+
+if TYPE_CHECKING:  # annotations only: the voting package is imported when something is fused
+    from .voting import Fusion, VotingNetwork
 
 PROMPT_MODES = ("box2d", "box3d", "points", "auto")
 REFINED_REGIONS = ("ET", "TC", "WT")
@@ -159,7 +163,7 @@ def segment_modalities(engine: SamEngine, case: Case, segment_one: Callable[[Sca
     return masks
 
 
-def fuse(fusion, case: Case, masks: dict[str, np.ndarray]):
+def fuse(fusion: VotingNetwork | str, case: Case, masks: dict[str, np.ndarray]) -> Fusion:
     """``fusion``: a VotingNetwork, or ``"rule"`` for the rule baseline. Returns a voting.Fusion."""
     from .voting import rule_baseline
 
@@ -167,7 +171,7 @@ def fuse(fusion, case: Case, masks: dict[str, np.ndarray]):
     return rule_baseline(images, masks) if fusion == "rule" else fusion.fuse(images, masks)
 
 
-def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion, axis: int = 0,
+def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion: VotingNetwork | str, axis: int = 0,
                           progress: ModalityProgress | None = None, detector=None) -> CaseEvaluation:
     """Segment the tumour on every modality with the same simulated prompts, fuse the masks into NETC / SNFH /
     ET (``fusion``: a VotingNetwork or ``"rule"``) and score ET, TC and WT."""
