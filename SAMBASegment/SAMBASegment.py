@@ -417,8 +417,9 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SAMBASegmentTest(ScriptedLoadableModuleTest):
-    """A clinician's box on a real BraTS case, propagated; WT Dice against the label map (selftest.py, shared with
-    pytest). The case comes from $SAMBA_DATA_DIR when set, else from the sample data (sha256-checked)."""
+    """A clinician's box on a real BraTS case, propagated (WT Dice) and refined into NETC / SNFH / ET (ET, TC, WT
+    Dice) against the label map (selftest.py, shared with pytest). The case comes from $SAMBA_DATA_DIR when set,
+    else from the sample data (sha256-checked)."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -426,18 +427,32 @@ class SAMBASegmentTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_BoxPropagationOnBraTS()
+        self.setUp()
+        self.test_RefineOnBraTS()
 
-    def test_BoxPropagationOnBraTS(self) -> None:
+    def _prepare(self) -> tuple[Path, slicer.vtkMRMLSliceNode]:
         missing = dependencies.unsatisfied(dependencies.moduleRequirements())
         self.assertFalse(missing, "install first (open the module and press Segment slice): "
                          + ", ".join(map(str, missing)))
         caseFolder = selftest.caseFolderFromEnvironment() or self._downloadSampleCase()
-        self.delayDisplay(f"Propagating a box through {caseFolder.name}")
         sliceNode = (slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
                      or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode", "Red"))
+        return caseFolder, sliceNode
+
+    def test_BoxPropagationOnBraTS(self) -> None:
+        caseFolder, sliceNode = self._prepare()
+        self.delayDisplay(f"Propagating a box through {caseFolder.name}")
         result = selftest.runBoxPropagation(SAMBASegmentLogic(slicer.mrmlScene), caseFolder, sliceNode)
         self.delayDisplay(f"WT Dice {result.dice:.3f}, {result.seconds:.0f} s for {result.tumourSlices} tumour slices")
         self.assertGreaterEqual(result.dice, selftest.MIN_WHOLE_TUMOUR_DICE)
+
+    def test_RefineOnBraTS(self) -> None:
+        caseFolder, sliceNode = self._prepare()
+        self.delayDisplay(f"Refining {caseFolder.name} into NETC / SNFH / ET")
+        result = selftest.runRefine(SAMBASegmentLogic(slicer.mrmlScene), caseFolder, sliceNode)
+        self.delayDisplay(", ".join(f"{r} Dice {d:.3f}" for r, d in result.dice.items()) + f", {result.seconds:.0f} s")
+        for region, minimum in selftest.MIN_REFINED_DICE.items():
+            self.assertGreaterEqual(result.dice[region], minimum, region)
 
     @staticmethod
     def _downloadSampleCase() -> Path:

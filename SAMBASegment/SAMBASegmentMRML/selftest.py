@@ -16,10 +16,10 @@ import numpy as np
 import slicer
 
 from SAMBASegmentLib.errors import CaseFolderError
-from SAMBASegmentLib.labels import region_mask, to_internal
+from SAMBASegmentLib.labels import CLASS_NAMES, region_mask, to_internal
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
-from SAMBASegmentLib.volumes import IMAGE_SUFFIXES, LABEL_KEY, find_case_files
+from SAMBASegmentLib.volumes import IMAGE_SUFFIXES, LABEL_KEY, MODALITIES, find_case_files
 
 from .logic import WHOLE_TUMOUR, SAMBASegmentLogic, boxToROI, ijkToWorld, readMask, volumeShape, writeLabelMap
 
@@ -27,6 +27,7 @@ DATA_DIR_VARIABLE = "SAMBA_DATA_DIR"  # a folder of BraTS-layout case folders
 CASE = "Brats18_TCIA02_135_1"
 MODALITY = "flair"
 MIN_WHOLE_TUMOUR_DICE = 0.85  # zero-shot box propagation reaches about 0.92 on this case
+MIN_REFINED_DICE = {"WT": 0.85, "TC": 0.75, "ET": 0.70}  # after Refine (voting network) on this case
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ SAMPLE_CASE = SampleCase(
              f"sample_volume/brats/{CASE}/"),
     sha256={
         f"{CASE}_flair.nii.gz": "1c6dba87158f78c860a83681546dc82620a59a233f2f45cdab94825e766eb463",
+        f"{CASE}_t1.nii.gz": "6f3162653ca2623e3b1fcf4fcfc158a0e60804f0d6b456eec8f1f1ecf7b0f9ce",
+        f"{CASE}_t1ce.nii.gz": "9163192d051b7d380c8f59b83ec81a7526b52227cddccd06a4c43312577d0237",
+        f"{CASE}_t2.nii.gz": "c9a72cfc731a3304f884e0fba38be9618b32d42eaff39c14f043ef79bef3377c",
         f"{CASE}_seg.nii.gz": "f7ef77556d01ccb3bbee30cf99204dc100ad6db64f0c903d97868f70237205f5",
     },
 )
@@ -124,3 +128,37 @@ def runBoxPropagation(logic: SAMBASegmentLogic, caseFolder: Path,
     predicted = readMask(output, WHOLE_TUMOUR, volumeNode)
     tumourSlices = int(np.count_nonzero(truth.any(axis=tuple(a for a in range(3) if a != axis))))
     return SelfTestResult(dice(predicted, truth), seconds, tumourSlices, output)
+
+
+@dataclass
+class RefineResult:
+    dice: dict[str, float]  # region → Dice against the label map
+    seconds: float
+    segmentationNode: slicer.vtkMRMLSegmentationNode
+    volumeNodes: dict[str, slicer.vtkMRMLScalarVolumeNode]
+
+
+def runRefine(logic: SAMBASegmentLogic, caseFolder: Path, sliceNode: slicer.vtkMRMLSliceNode) -> RefineResult:
+    """Load every modality of the case and its label, draw the clinician's box, Refine through the logic, and
+    score the NETC / SNFH / ET segments read back from the scene as the BraTS regions."""
+    files = find_case_files(caseFolder)
+    volumeNodes = {m: loadVolume(logic.scene, files[m]) for m in MODALITIES if m in files}
+    reference = volumeNodes[MODALITY]
+    labelNode = loadVolume(logic.scene, files[LABEL_KEY], labelMap=True)
+    label, _ = to_internal(slicer.util.arrayFromVolume(labelNode), source=files[LABEL_KEY].name)
+    axis = logic.scalarVolume(reference).view_axis("axial")
+    clinician = box3d_prompt(region_mask(label, "WT"), axis)
+    boxToROI(logic.createBoxNode(), reference, clinician.box)
+    showSlice(sliceNode, reference, axis, clinician.seed_index)
+    output = logic.outputSegmentation(None, reference)
+
+    start = time.perf_counter()
+    task = logic.refineTask(volumeNodes, reference, sliceNode, output)
+    task.run()
+    task.finish()
+    seconds = time.perf_counter() - start
+    predicted = np.zeros(label.shape, dtype=np.uint8)
+    for value, name in CLASS_NAMES.items():
+        predicted[readMask(output, name, reference)] = value
+    scores = {region: dice(region_mask(predicted, region), region_mask(label, region)) for region in MIN_REFINED_DICE}
+    return RefineResult(scores, seconds, output, volumeNodes)
