@@ -12,7 +12,7 @@ from SAMBASegmentLib.volumes import MODALITIES, load_case
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS
 from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
-from training.voting.train import load_training_case, sample_patch, voting_loss
+from training.voting.train import PATCH, load_training_case, sample_patch, voting_loss
 
 CASE = "brats_2013_pat0006_1"  # training side; FLAIR and T1ce only, so dropped modalities are exercised too
 
@@ -37,7 +37,7 @@ def test_patches_keep_images_masks_and_labels_aligned(data_dir: Path, tmp_path: 
     flair = MODALITIES.index("flair")
     for _ in range(8):
         inputs, regions = sample_patch(volumes, rng)
-        assert inputs.shape == (INPUT_CHANNELS, 64, 64, 64) and regions.shape == (3, 64, 64, 64)
+        assert inputs.shape == (INPUT_CHANNELS, PATCH, PATCH, PATCH) and regions.shape == (3, PATCH, PATCH, PATCH)
         assert np.all(regions[0] >= regions[1]) and np.all(regions[1] >= regions[2])  # WT ⊇ TC ⊇ ET
         flags = inputs[2 * len(MODALITIES):, 0, 0, 0]
         for channel, present in enumerate(flags):
@@ -57,8 +57,8 @@ def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path):
     volumes = load_training_case(data_dir / CASE, tmp_path)
     rng = np.random.default_rng(1)
     batch = [sample_patch(volumes, rng) for _ in range(2)]
-    inputs = torch.from_numpy(np.stack([b[0] for b in batch]))[..., 16:48, 16:48, 16:48]
-    target = torch.from_numpy(np.stack([b[1] for b in batch]))[..., 16:48, 16:48, 16:48]
+    inputs = torch.from_numpy(np.stack([b[0] for b in batch]))[..., 8:40, 8:40, 8:40]
+    target = torch.from_numpy(np.stack([b[1] for b in batch]))[..., 8:40, 8:40, 8:40]
     torch.manual_seed(0)
     model = VotingUNet3D(INPUT_CHANNELS)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)

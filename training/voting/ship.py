@@ -58,7 +58,7 @@ regions WT ⊇ TC ⊇ ET, decoded top-down so the hierarchy always holds (`SAMBA
 Weights: `{manifest['file']}` ({manifest['bytes'] / 1e6:.2f} MB, safetensors, sha256 `{manifest['sha256']}`).
 
 ## Training
-{manifest['steps']} steps of 64³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
+{manifest['steps']} steps of {manifest['patch']}³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
 engine produced for {len(manifest['training_cases'])} training cases with the clinician's `box3d` box, two jittered
 copies of it and the detector's automatic prompts (`python -m training.voting.masks`, then
 `python -m training.voting.train`). Modalities were dropped at random in training, so a missing one is an

@@ -1,6 +1,6 @@
 """Train the voting network on the cached per-modality SAM masks of the training cases (never the validation ones).
 
-Patches of 64³ around the tumour (half centred on a tumour voxel), Dice + binary cross-entropy on the three
+Patches of 48³ around the tumour (half centred on a tumour voxel), Dice + binary cross-entropy on the three
 nested regions (WT, TC, ET), AdamW with warm-up and cosine decay, fixed seeds. Augmentation teaches what the
 product meets: the prompt variant is drawn per patch (the clinician's box, jittered boxes, the detector's),
 sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input;
@@ -34,7 +34,7 @@ from ..split import case_dirs
 from .masks import MASK_CACHE, VARIANTS, load_case_masks, mask_key
 
 CROP_MARGIN = 16
-PATCH = 64
+PATCH = 48  # 64³ costs 2.4x the time per step on a 2-core CPU for the same number of steps
 
 
 @dataclass
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=MASK_CACHE)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--patch", type=int, default=PATCH, help="patch side in voxels (a multiple of 4)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
     parser.add_argument("--save-every", type=int, default=50)
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f.name for f in folders if not (args.cache / f"{f.name}.npz").exists()]
     if missing:
         raise SystemExit(f"no cached SAM masks for {missing}: run python -m training.voting.masks --side training")
-    cases = [load_training_case(folder, args.cache) for folder in folders]
+    cases = [load_training_case(folder, args.cache, args.patch) for folder in folders]
     model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths))
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     checkpoint_path = args.out / "checkpoint.pt"
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         step = int(state["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "cases": [c.name for c in cases], "variants": VARIANTS, "patch": PATCH,
+                "cases": [c.name for c in cases], "variants": VARIANTS,
                 "parameters": parameter_count(model)}
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
     print(f"{len(cases)} training cases, {parameter_count(model):,} parameters, from step {step} to {args.steps}",
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     started, recent = time.perf_counter(), []
     with open(args.out / "log.jsonl", "a") as log:
         while step < args.steps:
-            batch = [sample_patch(cases[rng.integers(len(cases))], rng) for _ in range(args.batch)]
+            batch = [sample_patch(cases[rng.integers(len(cases))], rng, args.patch) for _ in range(args.batch)]
             inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
             target = torch.from_numpy(np.stack([b[1] for b in batch]))
             for group in optimiser.param_groups:
