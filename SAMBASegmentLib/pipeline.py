@@ -168,7 +168,7 @@ def fuse(fusion: VotingNetwork | str, case: Case, masks: dict[str, np.ndarray]) 
     from .voting import rule_baseline
 
     images = {m: v.array for m, v in case.volumes.items()}
-    return rule_baseline(images, masks) if fusion == "rule" else fusion.fuse(images, masks)
+    return rule_baseline(images, masks, case.spacing) if fusion == "rule" else fusion.fuse(images, masks, case.spacing)
 
 
 def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion: VotingNetwork | str, axis: int = 0,

@@ -659,7 +659,7 @@ class SAMBASegmentLogic:
 
             masks = self._timed(segmentAll)
             images = {modality: volume.array for modality, volume in volumes.items()}
-            return _loadVotingNetwork().fuse(images, masks)
+            return _loadVotingNetwork().fuse(images, masks, next(iter(volumes.values())).spacing)
 
         def write(fusion: Any) -> None:
             self._pushUndo(segmentationNode, referenceNode, tuple(CLASS_NAMES.values()))

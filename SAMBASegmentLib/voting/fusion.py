@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from ..errors import VolumeError, WeightsError
 from ..labels import ET_LABEL, NETC, SNFH
+from ..postprocessing import remove_small_regions
 from ..volumes import MODALITIES
 from ..weights import WEIGHTS_DIR, verify_sha256
 from .network import VotingUNet3D, decode_regions
@@ -124,7 +125,9 @@ class VotingNetwork:
 
         return f"voting 3D U-Net {self.source}, {parameter_count(self.model):,} parameters"
 
-    def fuse(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> Fusion:
+    def fuse(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
+             spacing: tuple[float, float, float]) -> Fusion:
+        """``spacing`` (mm, array order) sizes the specks removed from each region."""
         agreement = agreement_map(masks)
         label = np.zeros(agreement.shape, dtype=np.uint8)
         window = field_of_view(masks)
@@ -132,12 +135,14 @@ class VotingNetwork:
             inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
                                   {m: None if a is None else a[window] for m, a in masks.items()})
             label[window] = decode_regions(sliding_window_probabilities(self.model, inputs, self.patch))
-        return Fusion(label, agreement)
+        return Fusion(remove_small_regions(label, spacing), agreement)
 
 
-def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> Fusion:
+def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
+                  spacing: tuple[float, float, float]) -> Fusion:
     """The rule the network must beat: WT where at least half of the FLAIR and T2 masks say tumour (their union),
-    TC = the T1ce mask inside WT, ET = TC voxels brighter on T1ce than TC's Otsu threshold."""
+    TC = the T1ce mask inside WT, ET = TC voxels brighter on T1ce than TC's Otsu threshold; specks removed as
+    from the network's output."""
     agreement = agreement_map(masks)
     wt_votes = [np.asarray(masks[m], dtype=bool) for m in ("flair", "t2") if masks.get(m) is not None]
     whole = np.mean(wt_votes, axis=0) >= 0.5 if wt_votes else agreement >= 0.5
@@ -154,4 +159,4 @@ def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, n
             otsu.SetOutsideValue(1)
             otsu.Execute(values)
             label[core & (t1ce > otsu.GetThreshold())] = ET_LABEL
-    return Fusion(label, agreement)
+    return Fusion(remove_small_regions(label, spacing), agreement)

@@ -11,8 +11,9 @@ import torch
 from scipy import ndimage
 
 from SAMBASegmentLib.errors import VolumeError, WeightsError
-from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.labels import ET_LABEL, NETC, SNFH, region_mask
 from SAMBASegmentLib.metrics import dice, region_scores
+from SAMBASegmentLib.postprocessing import remove_small_regions
 from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
                                     parameter_count, rule_baseline)
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR, field_of_view
@@ -59,9 +60,23 @@ def test_untrained_network_and_rule_keep_the_hierarchy_on_random_inputs():
     network = VotingNetwork(VotingUNet3D(INPUT_CHANNELS), patch=16, source="random weights")
     images = {m: rng.random((20, 24, 18)).astype(np.float32) for m in MODALITIES}
     masks = {m: rng.random((20, 24, 18)) > 0.6 for m in MODALITIES}
-    for fusion in (network.fuse(images, masks), rule_baseline(images, masks)):
+    for fusion in (network.fuse(images, masks, (1.0, 1.0, 1.0)), rule_baseline(images, masks, (1.0, 1.0, 1.0))):
         assert fusion.label.shape == (20, 24, 18)
         assert _hierarchy_holds(fusion.label)
+
+
+def test_specks_are_removed_region_by_region_keeping_the_nesting():
+    label = np.zeros((30, 30, 30), dtype=np.uint8)
+    label[5:20, 5:20, 5:20] = SNFH  # a large tumour...
+    label[8:16, 8:16, 8:16] = NETC  # ...with a core
+    label[10:14, 10:14, 10:14] = ET_LABEL  # 64 voxels of ET: kept
+    label[17, 17, 17] = ET_LABEL  # a 1-voxel ET speck in oedema, away from the core: a TC speck, so SNFH
+    label[9, 15, 9] = ET_LABEL  # a 1-voxel ET speck inside the core: becomes NETC
+    label[25:27, 25:27, 25:27] = ET_LABEL  # an 8-voxel lesion on its own: dropped whole
+    cleaned = remove_small_regions(label, (1.0, 1.0, 1.0))
+    assert _hierarchy_holds(cleaned)
+    assert cleaned[17, 17, 17] == SNFH and cleaned[9, 15, 9] == NETC and not cleaned[25:27, 25:27, 25:27].any()
+    assert (cleaned[10:14, 10:14, 10:14] == ET_LABEL).all() and (cleaned[5, 5, 5] == SNFH)
 
 
 def test_agreement_map_is_the_fraction_of_modalities():
@@ -100,7 +115,7 @@ def test_forward_on_a_real_crop_with_a_missing_modality(data_dir: Path):
     images = {m: v.array for m, v in case.volumes.items()}
     masks = _masks_from_truth(case.label, case.volumes)
     window = field_of_view(masks)
-    fusion = VotingNetwork.load().fuse(images, masks)
+    fusion = VotingNetwork.load().fuse(images, masks, case.spacing)
     assert fusion.label.shape == case.label.shape
     assert not fusion.label[tuple(slice(0, w.start) for w in window)].any()  # nothing outside the field of view
     assert _hierarchy_holds(fusion.label)
@@ -112,8 +127,8 @@ def test_shipped_network_beats_the_rule_baseline_on_a_validation_case(validation
     assert set(sam_masks) == set(MODALITIES)
     images = {m: v.array for m, v in validation_case.volumes.items()}
     scores = {name: region_scores(fusion.label, validation_case.label, validation_case.spacing, ("ET", "TC", "WT"))
-              for name, fusion in (("network", VotingNetwork.load().fuse(images, sam_masks)),
-                                   ("rule", rule_baseline(images, sam_masks)))}
+              for name, fusion in (("network", VotingNetwork.load().fuse(images, sam_masks, validation_case.spacing)),
+                                   ("rule", rule_baseline(images, sam_masks, validation_case.spacing)))}
     for region in ("TC", "ET"):
         assert scores["network"][region]["dice"] > scores["rule"][region]["dice"], (region, scores)
     assert scores["network"]["WT"]["dice"] > 0.75

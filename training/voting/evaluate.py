@@ -36,8 +36,8 @@ def evaluate(network: VotingNetwork, side: str = "validation", variants: tuple[s
         for variant in variants:
             masks = {m: stored[mask_key(variant, m)] for m in case.volumes}
             flair_only = np.where(masks["flair"], SNFH, 0).astype(np.uint8)
-            for method, label in (("network", network.fuse(images, masks).label),
-                                  ("rule", rule_baseline(images, masks).label), ("flair_sam", flair_only)):
+            for method, label in (("network", network.fuse(images, masks, case.spacing).label),
+                                  ("rule", rule_baseline(images, masks, case.spacing).label), ("flair_sam", flair_only)):
                 regions = ("WT",) if method == "flair_sam" else REGIONS
                 scores = region_scores(label, case.label, case.spacing, regions)
                 rows.append({"case": case.name, "prompt": variant, "method": method, **scores})
