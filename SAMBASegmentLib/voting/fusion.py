@@ -135,7 +135,19 @@ class VotingNetwork:
             inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
                                   {m: None if a is None else a[window] for m, a in masks.items()})
             label[window] = decode_regions(sliding_window_probabilities(self.model, inputs, self.patch))
-        return Fusion(remove_small_regions(label, spacing), agreement)
+        return Fusion(remove_small_regions(keep_lesions_seen_by_sam(label, agreement > 0), spacing), agreement)
+
+
+def keep_lesions_seen_by_sam(label: np.ndarray, sam_union: np.ndarray) -> np.ndarray:
+    """The network refines the lesions SAM segmented, it does not add new ones: a connected component of the
+    whole tumour that no modality's SAM mask touches is dropped with everything inside it."""
+    components, count = ndimage.label(label > 0, ndimage.generate_binary_structure(3, 3))
+    if count == 0:
+        return label
+    seen = np.zeros(count + 1, dtype=bool)
+    seen[np.unique(components[sam_union & (components > 0)])] = True
+    seen[0] = False
+    return np.where(seen[components], label, 0).astype(np.uint8)
 
 
 def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],

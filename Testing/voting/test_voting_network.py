@@ -16,7 +16,7 @@ from SAMBASegmentLib.metrics import dice, region_scores
 from SAMBASegmentLib.postprocessing import remove_small_regions
 from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
                                     parameter_count, rule_baseline)
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR, field_of_view
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR, field_of_view, keep_lesions_seen_by_sam
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 
 MISSING_MODALITY_CASE = "brats_2013_pat0001_1"  # ships without T1 and T2
@@ -77,6 +77,18 @@ def test_specks_are_removed_region_by_region_keeping_the_nesting():
     assert _hierarchy_holds(cleaned)
     assert cleaned[17, 17, 17] == SNFH and cleaned[9, 15, 9] == NETC and not cleaned[25:27, 25:27, 25:27].any()
     assert (cleaned[10:14, 10:14, 10:14] == ET_LABEL).all() and (cleaned[5, 5, 5] == SNFH)
+
+
+def test_lesions_no_sam_mask_touches_are_dropped():
+    label = np.zeros((20, 20, 20), dtype=np.uint8)
+    label[2:8, 2:8, 2:8] = SNFH
+    label[4:6, 4:6, 4:6] = ET_LABEL
+    label[12:18, 12:18, 12:18] = NETC
+    sam = np.zeros(label.shape, dtype=bool)
+    sam[7, 7, 7] = True  # one voxel of the first lesion
+    kept = keep_lesions_seen_by_sam(label, sam)
+    np.testing.assert_array_equal(kept[:10], label[:10])
+    assert not kept[10:].any()
 
 
 def test_agreement_map_is_the_fraction_of_modalities():

@@ -1,6 +1,6 @@
 """Train the voting network on the cached per-modality SAM masks of the training cases (never the validation ones).
 
-Patches of 48³ around the tumour (half centred on a tumour voxel), Dice + binary cross-entropy on the three
+Patches of 48³ around the tumour (a third centred on a whole-tumour voxel, a third on a tumour-core voxel), Dice + binary cross-entropy on the three
 nested regions (WT, TC, ET), AdamW with warm-up and cosine decay, fixed seeds. Augmentation teaches what the
 product meets: the prompt variant is drawn per patch (the clinician's box, jittered boxes, the detector's),
 sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input;
@@ -76,9 +76,11 @@ def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATC
 def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
     """One augmented (inputs, regions) patch."""
     shape = case.regions.shape[1:]
-    if rng.random() < 0.5 and case.regions[0].any():
-        tumour = np.argwhere(case.regions[0])
-        centre = tumour[rng.integers(len(tumour))]
+    draw = rng.random()
+    region = case.regions[0] if draw < 0.35 else case.regions[1] if draw < 0.7 else None
+    if region is not None and region.any():  # a third on the whole tumour, a third on the core (the hard part)
+        voxels = np.argwhere(region)
+        centre = voxels[rng.integers(len(voxels))]
     else:
         centre = np.array([rng.integers(s) for s in shape])
     start = [int(np.clip(c - patch // 2, 0, s - patch)) for c, s in zip(centre, shape)]
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("training/runs/voting"))
     parser.add_argument("--cache", type=Path, default=MASK_CACHE)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--patch", type=int, default=PATCH, help="patch side in voxels (a multiple of 4)")
     parser.add_argument("--lr", type=float, default=2e-3)
