@@ -1,7 +1,8 @@
 """Train the voting network on the cached per-modality SAM masks of the training cases (never the validation ones).
 
-Patches of 48³ around the tumour (a third centred on a whole-tumour voxel, a third on a tumour-core voxel), Dice + binary cross-entropy on the three
-nested regions (WT, TC, ET), AdamW with warm-up and cosine decay, fixed seeds. Augmentation teaches what the
+Patches of 48³ (a third centred on a whole-tumour voxel, a third on a tumour-core voxel, the rest anywhere near
+the tumour), Dice + binary cross-entropy on the three nested regions (WT, TC, ET), AdamW with warm-up and cosine
+decay, fixed seeds. Augmentation teaches what the
 product meets: the prompt variant is drawn per patch (the clinician's box, jittered boxes, the detector's),
 sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input;
 intensities are scaled and shifted; left-right and front-back flips. Checkpoints every ``--save-every``
