@@ -72,10 +72,19 @@ i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's 
 
 {format_table(evaluation['summary'])}
 
+## Inference
+Sliding {manifest['patch']}³ windows (half overlap, logits averaged) over the bounding box of the union of the SAM
+masks plus 12 voxels; a whole-tumour component that no modality's SAM mask touches is dropped (the network refines
+SAM's lesions, it does not add new ones); specks of ≤ 50 mm³ are removed region by region, keeping the nesting.
+
 ## Limits
-Trained on 1 mm isotropic, skull-stripped BraTS glioma cases with LiteMedSAM zero-shot masks; other
-resolutions are resampled by the engine's reference grid, not retrained for. The automatic-prompt masks of the
-training cases come from a detector trained on those same cases, so they are better than on new cases.
+- Six validation cases: differences of a few hundredths are within case-to-case noise; cases with a tiny
+  enhancing part (Brats18_TCIA10_637_1: 1,585 ET voxels) pull the ET mean down.
+- Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with LiteMedSAM zero-shot, axial
+  masks; voxels of other sizes are seen as they come (no resampling to 1 mm), coronal/sagittal masks (SAMBA's
+  multi-view ensemble) are not used.
+- The automatic-prompt masks of the training cases come from a detector trained on those same cases, so they
+  are better than on new cases.
 
 ## Licences
 Code: Apache-2.0. Training data: {manifest['data_licences']}
