@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 "$PY" -m training.cache --out training/cache/default
-"$PY" -m training.train_sam --mode lora --full-decoder --run-dir training/runs/lora_full --steps "${LORA_STEPS:-300}" \
+"$PY" -m training.train_sam --mode lora --full-decoder --run-dir training/runs/lora_shrink --steps "${LORA_STEPS:-400}" --box-shrink 8 \
     --warmup 20 --head-lr 1e-4
 "$PY" -m training.train_sam --mode decoder --steps "${DECODER_STEPS:-120}" --warmup 20
 "$PY" -m training.train_sam --mode multiclass --steps "${MULTICLASS_STEPS:-120}" --warmup 20
-"$PY" -m training.evaluate --adapter lora=training/runs/lora_full/adapter --adapter decoder=training/runs/decoder/adapter \
+"$PY" -m training.evaluate --adapter lora=training/runs/lora_shrink/adapter --adapter decoder=training/runs/decoder/adapter \
     --multiclass training/runs/multiclass/adapter --json training/runs/evaluate_flair.json

@@ -113,7 +113,8 @@ def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER
                        empty=cache_meta["settings"]["builder"]["empty_fraction"], encoder=ENCODER_NOTE[
                            training["settings"]["encoder_steps"] > 0].format(training["settings"]["encoder_steps"]),
                        fraction=cache_meta["settings"]["builder"]["exemplar_fraction"],
-                       validation=", ".join(load_split()["validation"]), sha256=manifest["sha256"])
+                       validation=", ".join(load_split()["validation"]), sha256=manifest["sha256"],
+                       box_shrink=training["settings"].get("box_shrink", 0))
     (destination / "MODEL_CARD.md").write_text(card)
     return destination
 
