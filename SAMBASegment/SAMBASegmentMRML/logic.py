@@ -550,10 +550,8 @@ class SAMBASegmentLogic:
                        slab: np.ndarray) -> None:
         """Put ``slab`` into slices ``slices`` (inclusive) of the whole-tumour segment; the rest, including the
         annotator's corrections, stays. The segment's previous state goes onto the undo stack."""
-        exists = segmentationNode.GetSegmentation().GetSegment(WHOLE_TUMOUR) is not None
-        mask = readMask(segmentationNode, WHOLE_TUMOUR, volumeNode) if exists else np.zeros(volumeShape(volumeNode),
-                                                                                                bool)
-        self._pushUndo(segmentationNode, volumeNode, (WHOLE_TUMOUR,))
+        current = self._pushUndo(segmentationNode, volumeNode, (WHOLE_TUMOUR,))[WHOLE_TUMOUR]
+        mask = current if current is not None else np.zeros(volumeShape(volumeNode), bool)
         selector = [slice(None)] * 3
         selector[axis] = slice(slices[0], slices[1] + 1)
         mask[tuple(selector)] = slab
@@ -561,13 +559,17 @@ class SAMBASegmentLogic:
                   volumeNode)
 
     def _pushUndo(self, segmentationNode: slicer.vtkMRMLSegmentationNode,
-                  volumeNode: slicer.vtkMRMLScalarVolumeNode, segmentIds: tuple[str, ...]) -> None:
-        """Remember the segments an operation is about to change, as they are now."""
+                  volumeNode: slicer.vtkMRMLScalarVolumeNode,
+                  segmentIds: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+        """Remember the segments an operation is about to change, as they are now; returns those masks (None for a
+        segment that does not exist yet), so the operation need not read them again."""
         segmentation = segmentationNode.GetSegmentation()
-        before = {segmentId: np.packbits(readMask(segmentationNode, segmentId, volumeNode))
-                  if segmentation.GetSegment(segmentId) is not None else None for segmentId in segmentIds}
+        current = {segmentId: readMask(segmentationNode, segmentId, volumeNode)
+                   if segmentation.GetSegment(segmentId) is not None else None for segmentId in segmentIds}
+        before = {segmentId: None if mask is None else np.packbits(mask) for segmentId, mask in current.items()}
         self._undo.append(_UndoStep(segmentationNode.GetID(), volumeNode.GetID(), before))
         del self._undo[:-UNDO_DEPTH]
+        return current
 
     @property
     def canUndo(self) -> bool:

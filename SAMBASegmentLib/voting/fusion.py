@@ -22,7 +22,7 @@ from ..labels import ET_LABEL, NETC, SNFH
 from ..postprocessing import remove_small_regions
 from ..volumes import MODALITIES
 from ..weights import WEIGHTS_DIR, verify_sha256
-from .network import VotingUNet3D, decode_regions
+from .network import VotingUNet3D, decode_regions, parameter_count
 
 VOTING_DIR = WEIGHTS_DIR / "voting"
 INPUT_CHANNELS = 3 * len(MODALITIES)
@@ -121,8 +121,6 @@ class VotingNetwork:
         return cls(model, int(manifest["patch"]), f"{weights.name} ({manifest.get('trained_on', 'unknown data')})")
 
     def describe(self) -> str:
-        from .network import parameter_count
-
         return f"voting 3D U-Net {self.source}, {parameter_count(self.model):,} parameters"
 
     def fuse(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],

@@ -98,7 +98,8 @@ def save_case_masks(masks: dict[str, np.ndarray], target: Path) -> None:
 
 def load_case_masks(name: str, cache: Path = MASK_CACHE) -> dict[str, np.ndarray]:
     with np.load(cache / f"{name}.npz") as stored:
-        return {key: np.unpackbits(stored[key])[: int(np.prod(stored["shape"]))].reshape(stored["shape"]).astype(bool)
+        shape = tuple(stored["shape"])
+        return {key: np.unpackbits(stored[key], count=int(np.prod(shape))).reshape(shape).astype(bool)
                 for key in stored.files if key != "shape"}
 
 
