@@ -68,6 +68,9 @@ def _add_refine_options(parser: argparse.ArgumentParser) -> None:
                             "with the voting network (or 'rule': the rule baseline); writes a modality-agreement "
                             "map beside the label map")
     group.add_argument("--voting-network", help="a voting network folder (default: the shipped one)")
+    parser.add_argument("--whole-tumour", choices=("sam", "network"), default=None,
+                        help="the whole tumour as SAM's mask, or redrawn by the voting network from the same "
+                             "modality (default: network for --prompt auto, sam otherwise)")
 
 
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
@@ -108,15 +111,26 @@ def _detector():
     return detector
 
 
-def _fusion(args: argparse.Namespace):
-    """What --refine names: the shipped voting network (default) or the rule baseline."""
-    if args.refine == "rule":
-        return "rule"
+def _voting_network(args: argparse.Namespace):
     from .voting import VotingNetwork
 
     network = VotingNetwork.load(args.voting_network) if args.voting_network else VotingNetwork.load()
-    print(f"fusion: {network.describe()}", file=sys.stderr)
+    print(f"voting network: {network.describe()}", file=sys.stderr)
     return network
+
+
+def _fusion(args: argparse.Namespace):
+    """What --refine names: the shipped voting network (default) or the rule baseline."""
+    return "rule" if args.refine == "rule" else _voting_network(args)
+
+
+def _whole_tumour_network(args: argparse.Namespace, automatic: bool):
+    """The voting network that redraws a single modality's whole tumour, or None to keep SAM's mask. The automatic
+    path uses it by default: nobody corrects its masks, and it lifts validation WT Dice from 0.815 to 0.84."""
+    choice = args.whole_tumour or ("network" if automatic else "sam")
+    if choice == "network" and args.refine:
+        raise SambaError("--whole-tumour applies without --refine (--refine fuses every modality)")
+    return _voting_network(args) if choice == "network" and not args.refine else None
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -166,6 +180,7 @@ def command_segment(args: argparse.Namespace) -> int:
     if args.prompt == "box":
         corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
         box = Box3D.from_ijk(*corners).clipped_to(volume.array.shape)  # fails before the model loads
+    network = _whole_tumour_network(args, automatic=args.prompt == "auto")
     engine = _engine(args)
     if args.refine:
         return _segment_refined(args, case, engine, axis, box)
@@ -182,6 +197,8 @@ def command_segment(args: argparse.Namespace) -> int:
         raw = auto.mask
     progress.close()
     mask = remove_small_components(raw, case.spacing)
+    if network is not None:
+        mask = network.whole_tumour(args.modality, volume.array, mask, case.spacing)
     path = write_volume(mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE, case.reference, args.output)
     millilitres = mask.sum() * float(np.prod(case.spacing)) / 1000.0
     print(f"{case.name}: whole tumour {millilitres:.1f} mL over {int(mask.any(axis=(1, 2)).sum())} axial "
@@ -223,11 +240,12 @@ def _print_table(rows: list[dict], summary: dict) -> None:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     folders = _case_dirs(args.case_dirs)
+    if args.refine and args.clicks:
+        raise SambaError("--refine evaluates the first prompt on every modality; it simulates no clicks")
+    network = _whole_tumour_network(args, automatic=args.prompt == "auto")
     engine = _engine(args)
     detector = _detector() if args.prompt == "auto" else None
     fusion = _fusion(args) if args.refine else None
-    if fusion is not None and args.clicks:
-        raise SambaError("--refine evaluates the first prompt on every modality; it simulates no clicks")
     evaluations, skipped = [], []
     for folder in tqdm(folders, desc="cases", unit="case", file=sys.stderr):
         try:
@@ -243,7 +261,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
         if fusion is None:
             progress = _Progress(f"{case.name} {args.prompt}")
             evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks, axis=axis,
-                                       progress=progress, detector=detector)
+                                       progress=progress, detector=detector, whole_tumour_network=network)
         else:
             progress = _ModalityProgress(case.name)
             evaluation = evaluate_case_refined(engine, case, args.prompt, fusion, axis, progress, detector)
@@ -263,6 +281,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         report = {"engine": engine.describe(), "prompt": args.prompt, "modality": args.modality, "clicks": args.clicks,
                   "view": args.view, "refine": None if fusion is None else fusion if fusion == "rule" else fusion.describe(),
+                  "whole_tumour": "fused" if fusion is not None else "network" if network is not None else "sam",
                   "cases": rows, "skipped": skipped, "summary": summary}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -116,9 +116,11 @@ def _candidates(case: Case, prompt: str, axis: int, detector) -> list | None:
 
 
 def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
-                  axis: int = 0, progress: ProgressCallback | None = None, detector=None) -> CaseEvaluation:
+                  axis: int = 0, progress: ProgressCallback | None = None, detector=None,
+                  whole_tumour_network: VotingNetwork | None = None) -> CaseEvaluation:
     """Segment the whole tumour of a labelled case with prompts simulated from its label (or, for ``auto``, from
-    the detector's proposals), then score it."""
+    the detector's proposals), then score it. With ``whole_tumour_network`` the voting network redraws SAM's
+    whole tumour from this one modality (what the automatic path reports)."""
     _check_prompt(prompt, clicks, detector)
     truth = _labelled_truth(case)
     volume = case.volume(modality)
@@ -142,6 +144,8 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
             slice_prompts[index] = prompts
             np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
     prediction = remove_small_components(prediction, case.spacing)
+    if whole_tumour_network is not None:
+        prediction = whole_tumour_network.whole_tumour(modality, volume.array, prediction, case.spacing)
     seconds = time.perf_counter() - start
     label = prediction.astype(np.uint8) * WHOLE_TUMOUR_VALUE
     truth_label = truth.astype(np.uint8) * WHOLE_TUMOUR_VALUE

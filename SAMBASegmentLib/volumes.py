@@ -222,6 +222,26 @@ def resample_onto(image: sitk.Image, reference: sitk.Image, is_label: bool = Fal
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID())
 
 
+def _edge_aligned(image: sitk.Image, spacing: tuple[float, ...]) -> sitk.Image:
+    """Axis-aligned, first voxel's outer edge at 0: grids of any voxel size then cover one extent."""
+    image.SetSpacing([float(s) for s in reversed(spacing)])
+    image.SetOrigin([float(s) / 2 for s in reversed(spacing)])
+    return image
+
+
+def resample_array(array: np.ndarray, spacing: tuple[float, float, float], target_spacing: tuple[float, float, float],
+                   target_shape: tuple[int, int, int] | None = None, is_label: bool = False) -> np.ndarray:
+    """A (k, j, i) array resampled to another voxel size over the same extent (SimpleITK: linear for intensities,
+    nearest for labels); ``target_shape`` (default: the extent divided by the new spacing) makes round trips exact
+    in shape."""
+    if target_shape is None:
+        target_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(array.shape, spacing, target_spacing))
+    source = _edge_aligned(sitk.GetImageFromArray(array), spacing)
+    reference = _edge_aligned(sitk.Image([int(n) for n in reversed(target_shape)], source.GetPixelID()), target_spacing)
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    return sitk.GetArrayFromImage(sitk.Resample(source, reference, sitk.Transform(), interpolator, 0.0))
+
+
 def foreground_mask(array: np.ndarray) -> np.ndarray:
     """Voxels that belong to the head: non-zero, or above a constant background (z-scored inputs)."""
     minimum = float(array.min())

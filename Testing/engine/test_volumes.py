@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from SAMBASegmentLib.errors import CaseFolderError, ModalityError, VolumeError
 from SAMBASegmentLib.labels import LabelConvention
 from SAMBASegmentLib.volumes import (
-    find_case_files, load_case, normalise_intensities, resample_onto, same_geometry, write_volume,
+    find_case_files, load_case, normalise_intensities, resample_array, resample_onto, same_geometry, write_volume,
 )
 
 
@@ -175,3 +175,16 @@ def test_input_files_are_never_modified(real_case, data_dir):
     case = load_case(data_dir / real_case.name)
     case.volume("flair").array[:] = 0.5  # even scribbling on the loaded copy
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == before
+
+
+def test_resampling_to_another_voxel_size_keeps_the_extent():
+    """5 mm slices to 1 mm and back: each thick slice becomes five thin ones, and the round trip is exact."""
+    label = np.zeros((10, 12, 12), dtype=np.uint8)
+    label[4:6, 3:8, 3:8] = 1
+    thin = resample_array(label, (5.0, 1.0, 1.0), (1.0, 1.0, 1.0), is_label=True)
+    assert thin.shape == (50, 12, 12)
+    assert np.nonzero(thin.any(axis=(1, 2)))[0].tolist() == list(range(20, 30))
+    np.testing.assert_array_equal(resample_array(thin, (1.0, 1.0, 1.0), (5.0, 1.0, 1.0), label.shape, is_label=True), label)
+    ramp = np.broadcast_to(np.arange(10, dtype=np.float32)[:, None, None], (10, 4, 4)).copy()
+    smooth = resample_array(ramp, (5.0, 1.0, 1.0), (1.0, 1.0, 1.0))
+    assert smooth.dtype == np.float32 and np.all(np.diff(smooth[2:-3, 0, 0]) > 0)  # linear between slice centres

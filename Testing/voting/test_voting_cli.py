@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from SAMBASegmentLib.cli import main
 from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import same_geometry
 
@@ -50,3 +51,22 @@ def test_refine_refuses_clicks(capsys, validation_case, data_dir):
                  "--no-adapter"])
     assert code == 2
     assert "simulates no clicks" in capsys.readouterr().err
+
+
+def test_automatic_segment_reports_the_networks_whole_tumour(tmp_path, validation_case, data_dir, capsys):
+    """``samba segment --prompt auto``: detector → SAM on FLAIR → the voting network redraws the whole tumour."""
+    output = tmp_path / "auto.nii.gz"
+    assert main(["segment", str(data_dir / validation_case.name), "--prompt", "auto", "--output", str(output),
+                 "--no-adapter"]) == 0
+    assert "voting network" in capsys.readouterr().err
+    written = sitk.ReadImage(str(output))
+    assert same_geometry(written, validation_case.reference)
+    truth = region_mask(validation_case.label, "WT")
+    assert dice(sitk.GetArrayFromImage(written) > 0, truth) > 0.8
+
+
+def test_whole_tumour_network_and_refine_exclude_each_other(capsys, validation_case, data_dir):
+    code = main(["evaluate", str(data_dir / validation_case.name), "--prompt", "box3d", "--refine",
+                 "--whole-tumour", "network"])
+    assert code == 2
+    assert "--whole-tumour applies without --refine" in capsys.readouterr().err

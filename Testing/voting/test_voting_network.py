@@ -16,7 +16,8 @@ from SAMBASegmentLib.metrics import dice, region_scores
 from SAMBASegmentLib.postprocessing import remove_small_regions
 from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
                                     parameter_count, rule_baseline)
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR, field_of_view, keep_lesions_seen_by_sam
+from SAMBASegmentLib.voting.fusion import (INPUT_CHANNELS, VOTING_DIR, field_of_view, flip_averaged_probabilities,
+                                           keep_lesions_seen_by_sam)
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 
 MISSING_MODALITY_CASE = "brats_2013_pat0001_1"  # ships without T1 and T2
@@ -144,3 +145,44 @@ def test_shipped_network_beats_the_rule_baseline_on_a_validation_case(validation
     for region in ("TC", "ET"):
         assert scores["network"][region]["dice"] > scores["rule"][region]["dice"], (region, scores)
     assert scores["network"]["WT"]["dice"] > 0.75
+
+
+def test_flip_averaging_makes_the_output_flip_equivariant():
+    """Averaged over the trained flips, a flipped input gives exactly the flipped output (an untrained network
+    alone does not), so the left and right hemispheres are treated alike."""
+    torch.manual_seed(2)
+    model = VotingUNet3D(INPUT_CHANNELS)
+    inputs = np.random.default_rng(2).random((INPUT_CHANNELS, 16, 20, 24)).astype(np.float32)
+    mirrored = np.ascontiguousarray(np.flip(inputs, 3))
+    averaged = flip_averaged_probabilities(model, inputs, patch=16)
+    np.testing.assert_allclose(flip_averaged_probabilities(model, mirrored, patch=16), np.flip(averaged, 3), atol=1e-5)
+    single = flip_averaged_probabilities(model, inputs, patch=16, flips=((),))
+    single_mirrored = flip_averaged_probabilities(model, mirrored, patch=16, flips=((),))
+    assert np.abs(single_mirrored - np.flip(single, 3)).max() > 1e-3
+
+
+def test_whole_tumour_from_flair_alone(validation_case, sam_masks):
+    """The automatic path's refinement: the shipped network redraws SAM's FLAIR whole tumour from FLAIR only."""
+    flair = validation_case.volume("flair").array
+    truth = region_mask(validation_case.label, "WT")
+    network = VotingNetwork.load()
+    redrawn = network.whole_tumour("flair", flair, sam_masks["flair"], validation_case.spacing)
+    assert redrawn.shape == truth.shape and redrawn.dtype == bool
+    assert dice(redrawn, truth) > 0.8, dice(redrawn, truth)
+    components, count = ndimage.label(redrawn, ndimage.generate_binary_structure(3, 3))
+    touched = set(np.unique(components[sam_masks["flair"] & redrawn])) - {0}
+    assert touched == set(range(1, count + 1))  # it redraws SAM's lesions, it adds none
+    with pytest.raises(VolumeError, match="unknown modality"):
+        network.whole_tumour("dwi", flair, sam_masks["flair"], validation_case.spacing)
+
+
+def test_thick_slices_are_fused_at_the_training_voxel_size(validation_case, sam_masks):
+    """An older scanner's 5 mm slices (five slices averaged): the network works on a 1 mm grid and the label
+    comes back on the thick grid, still matching the tumour."""
+    depth = validation_case.shape[0] // 5 * 5
+    thick_image = validation_case.volume("flair").array[:depth].reshape(depth // 5, 5, *validation_case.shape[1:]).mean(1)
+    thick_mask, thick_truth = sam_masks["flair"][2:depth:5], region_mask(validation_case.label, "WT")[2:depth:5]
+    spacing = (5.0 * validation_case.spacing[0], *validation_case.spacing[1:])
+    redrawn = VotingNetwork.load().whole_tumour("flair", thick_image, thick_mask, spacing)
+    assert redrawn.shape == thick_truth.shape
+    assert dice(redrawn, thick_truth) > 0.75, (dice(redrawn, thick_truth), dice(thick_mask, thick_truth))

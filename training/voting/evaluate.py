@@ -1,4 +1,5 @@
-"""The voting network against the rule baseline (and the FLAIR SAM mask alone, for WT) on the validation
+"""The voting network against the rule baseline (and, for WT, the FLAIR SAM mask alone and as the network redraws
+it from FLAIR only: the automatic path's whole tumour) on the validation
 cases, from the cached per-modality SAM masks: exactly the masks ``samba evaluate --refine`` computes for the
 ``box3d`` and ``auto`` prompts, without re-running SAM for every network tried.
 
@@ -24,6 +25,7 @@ from ..split import case_dirs
 from .masks import MASK_CACHE, load_case_masks, mask_key
 
 REGIONS = ("ET", "TC", "WT")
+FUSIONS = ("network", "rule")
 
 
 def evaluate(network: VotingNetwork, side: str = "validation", variants: tuple[str, ...] = ("box3d", "auto"),
@@ -35,23 +37,26 @@ def evaluate(network: VotingNetwork, side: str = "validation", variants: tuple[s
         images = {m: v.array for m, v in case.volumes.items()}
         for variant in variants:
             masks = {m: stored[mask_key(variant, m)] for m in case.volumes}
-            flair_only = np.where(masks["flair"], SNFH, 0).astype(np.uint8)
+            flair_sam = np.where(masks["flair"], SNFH, 0).astype(np.uint8)
+            flair_network = np.where(network.whole_tumour("flair", images["flair"], masks["flair"], case.spacing),
+                                     SNFH, 0).astype(np.uint8)
             for method, label in (("network", network.fuse(images, masks, case.spacing).label),
-                                  ("rule", rule_baseline(images, masks, case.spacing).label), ("flair_sam", flair_only)):
-                regions = ("WT",) if method == "flair_sam" else REGIONS
+                                  ("rule", rule_baseline(images, masks, case.spacing).label), ("flair_sam", flair_sam),
+                                  ("flair_network", flair_network)):
+                regions = REGIONS if method in FUSIONS else ("WT",)
                 scores = region_scores(label, case.label, case.spacing, regions)
                 rows.append({"case": case.name, "prompt": variant, "method": method, **scores})
                 print(f"{case.name:26s} {variant:6s} {method:9s} " + " ".join(
                     f"{r} {scores[r]['dice']:.3f}" for r in regions), file=sys.stderr, flush=True)
     summary: dict = {}
     for variant in variants:
-        for method in ("network", "rule", "flair_sam"):
+        for method in (*FUSIONS, "flair_sam", "flair_network"):
             chosen = [r for r in rows if r["prompt"] == variant and r["method"] == method]
-            regions = ("WT",) if method == "flair_sam" else REGIONS
+            regions = REGIONS if method in FUSIONS else ("WT",)
             summary[f"{variant}/{method}"] = {
                 region: {metric: float(np.mean([r[region][metric] for r in chosen])) for metric in chosen[0][region]}
                 for region in regions}
-            if method != "flair_sam":
+            if method in FUSIONS:
                 summary[f"{variant}/{method}"]["mean_dice"] = float(
                     np.mean([summary[f"{variant}/{method}"][r]["dice"] for r in REGIONS]))
     return {"network": network.describe(), "side": side, "rows": rows, "summary": summary}

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VOTING_DIR
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, TRAINED_SPACING, VOTING_DIR
 from SAMBASegmentLib.voting.network import OUTPUT_REGIONS, VotingUNet3D, parameter_count
 from SAMBASegmentLib.weights import sha256_of
 
@@ -37,11 +37,12 @@ def export(run: Path, destination: Path) -> dict:
         "bytes": (destination / WEIGHTS_FILE).stat().st_size,
         "architecture": "3D U-Net, instance norm, LeakyReLU, max-pool down, transposed-conv up",
         "widths": settings["widths"], "parameters": parameter_count(model), "patch": settings["patch"],
+        "spacing_mm": list(TRAINED_SPACING),
         "inputs": "4 normalised images, 4 binary SAM masks, 4 presence flags (FLAIR, T1, T1ce, T2)",
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed")},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop") if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
@@ -61,28 +62,31 @@ Weights: `{manifest['file']}` ({manifest['bytes'] / 1e6:.2f} MB, safetensors, sh
 {manifest['steps']} steps of {manifest['patch']}³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
 engine produced for {len(manifest['training_cases'])} training cases with the clinician's `box3d` box, two jittered
 copies of it and the detector's automatic prompts (`python -m training.voting.masks`, then
-`python -m training.voting.train`). Modalities were dropped at random in training, so a missing one is an
-expected input. Validation cases (never trained on): {', '.join(manifest['never_seen'])}.
+`python -m training.voting.train`, the recipe in `training/README.md`). Modalities were dropped at random in
+training, down to a single one in the last phase, so a missing modality is an expected input and one modality's
+image and mask alone give a whole tumour (the automatic path's). Validation cases (never trained on):
+{', '.join(manifest['never_seen'])}.
 
 ## Validation (the {len(manifest['never_seen'])} cases above)
 `python -m training.voting.evaluate --network SAMBASegmentLib/weights/voting` (legacy Dice, HD95 in mm,
 BraTS 2023 lesion-wise Dice). `rule` = WT from the FLAIR and T2 masks (voxels where at least half of them,
 i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's Otsu threshold in TC.
-`flair_sam` = the FLAIR SAM mask alone (WT only).
+`flair_sam` = the FLAIR SAM mask alone (WT only); `flair_network` = the network's whole tumour from the FLAIR image
+and mask alone (what `samba evaluate|segment --prompt auto` report).
 
 {format_table(evaluation['summary'])}
 
 ## Inference
 Sliding {manifest['patch']}³ windows (half overlap, logits averaged) over the bounding box of the union of the SAM
-masks plus 12 voxels; a whole-tumour component that no modality's SAM mask touches is dropped (the network refines
+masks plus 12 voxels, probabilities averaged over the four front-back/left-right flips it was trained with; a whole-tumour component that no modality's SAM mask touches is dropped (the network refines
 SAM's lesions, it does not add new ones); specks of ≤ 50 mm³ are removed region by region, keeping the nesting.
 
 ## Limits
 - Six validation cases: differences of a few hundredths are within case-to-case noise; cases with a tiny
   enhancing part (Brats18_TCIA10_637_1: 1,585 ET voxels) pull the ET mean down.
 - Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with LiteMedSAM zero-shot, axial
-  masks; voxels of other sizes are seen as they come (no resampling to 1 mm), coronal/sagittal masks (SAMBA's
-  multi-view ensemble) are not used.
+  masks; volumes whose voxels differ by more than 20 % are fused on a 1 mm grid (SimpleITK, linear / nearest) and
+  the label brought back; coronal/sagittal masks (SAMBA's multi-view ensemble) are not used.
 - The automatic-prompt masks of the training cases come from a detector trained on those same cases, so they
   are better than on new cases.
 

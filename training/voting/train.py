@@ -4,7 +4,8 @@ Patches of 48³ (a third centred on a whole-tumour voxel, a third on a tumour-co
 the tumour), Dice + binary cross-entropy on the three nested regions (WT, TC, ET), AdamW with warm-up and cosine
 decay, fixed seeds. Augmentation teaches what the
 product meets: the prompt variant is drawn per patch (the clinician's box, jittered boxes, the detector's),
-sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input;
+sometimes per modality; modalities are dropped (zero channels, flag 0) so a missing one is a known input — down to a single one
+(``--drop``), the automatic path's FLAIR-only refinement;
 intensities are scaled and shifted; left-right and front-back flips. Checkpoints every ``--save-every``
 steps; a second run with the same folder resumes.
 
@@ -36,6 +37,7 @@ from .masks import MASK_CACHE, VARIANTS, load_case_masks, mask_key
 
 CROP_MARGIN = 16
 PATCH = 48  # 64³ costs 2.4x the time per step on a 2-core CPU for the same number of steps
+DROP_PROBABILITIES = (0.25, 0.05)  # one, two modalities dropped; the shipped run's last phase adds 0.1 for three
 
 
 @dataclass
@@ -74,8 +76,9 @@ def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATC
     return CaseVolumes(folder.name, cut(images).astype(np.float16), present, cut(masks), cut(regions))
 
 
-def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented (inputs, regions) patch."""
+def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH,
+                 drop_probabilities: tuple[float, ...] = DROP_PROBABILITIES) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented (inputs, regions) patch; ``drop_probabilities[n - 1]``: chance that n modalities are dropped."""
     shape = case.regions.shape[1:]
     draw = rng.random()
     region = case.regions[0] if draw < 0.35 else case.regions[1] if draw < 0.7 else None
@@ -93,12 +96,10 @@ def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH
         variants = rng.integers(len(VARIANTS), size=len(MODALITIES))
     masks = np.stack([case.masks[(v, m, *window)] for m, v in enumerate(variants)]).astype(np.float32)
     present = case.present.copy()
-    drop = rng.random()
-    if drop < 0.3:
-        available = np.nonzero(present)[0]
-        count = 2 if drop < 0.05 else 1
-        if len(available) > count:
-            present[rng.choice(available, count, replace=False)] = False
+    count = int(rng.choice(len(drop_probabilities) + 1, p=[1 - sum(drop_probabilities), *drop_probabilities]))
+    available = np.nonzero(present)[0]
+    if 0 < count < len(available):
+        present[rng.choice(available, count, replace=False)] = False
     scale = rng.uniform(0.9, 1.1, (len(MODALITIES), 1, 1, 1)).astype(np.float32)
     images = images * scale + rng.uniform(-0.05, 0.05, (len(MODALITIES), 1, 1, 1)).astype(np.float32)
     images[~present] = 0.0
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
     parser.add_argument("--save-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drop", type=float, nargs="+", default=list(DROP_PROBABILITIES),
+                        help="chance that 1, 2, (3) modalities are dropped from a patch")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     started, recent = time.perf_counter(), []
     with open(args.out / "log.jsonl", "a") as log:
         while step < args.steps:
-            batch = [sample_patch(cases[rng.integers(len(cases))], rng, args.patch) for _ in range(args.batch)]
+            batch = [sample_patch(cases[rng.integers(len(cases))], rng, args.patch, tuple(args.drop))
+                     for _ in range(args.batch)]
             inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
             target = torch.from_numpy(np.stack([b[1] for b in batch]))
             for group in optimiser.param_groups:
