@@ -29,9 +29,9 @@ from SAMBASegmentLib.detection import (Candidate, DetectionSettings, TumourDetec
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.postprocessing import remove_small_components
-from SAMBASegmentLib.voting import VotingNetwork
 from SAMBASegmentLib.prompts import PixelBox
 from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
+from SAMBASegmentLib.voting import VotingNetwork
 from training.detector.common import DATASET_DIR, RUNS_DIR, case_folder, case_roles
 from training.detector.export import ExportSettings, tumour_boxes
 from training.split import DEFAULT_DATA_DIR
