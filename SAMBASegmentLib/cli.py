@@ -127,10 +127,12 @@ def _fusion(args: argparse.Namespace):
 def _whole_tumour_network(args: argparse.Namespace, automatic: bool):
     """The voting network that redraws a single modality's whole tumour, or None to keep SAM's mask. The automatic
     path uses it by default: nobody corrects its masks, and it lifts validation WT Dice from 0.815 to 0.84."""
+    if args.refine:
+        if args.whole_tumour == "network":
+            raise SambaError("--whole-tumour applies without --refine (--refine fuses every modality)")
+        return None
     choice = args.whole_tumour or ("network" if automatic else "sam")
-    if choice == "network" and args.refine:
-        raise SambaError("--whole-tumour applies without --refine (--refine fuses every modality)")
-    return _voting_network(args) if choice == "network" and not args.refine else None
+    return _voting_network(args) if choice == "network" else None
 
 
 def _sibling(path: Path, suffix: str) -> Path:

@@ -28,6 +28,7 @@ VOTING_DIR = WEIGHTS_DIR / "voting"
 INPUT_CHANNELS = 3 * len(MODALITIES)
 FIELD_OF_VIEW_MARGIN = 12  # voxels of context around the union of the SAM masks
 TRAINED_SPACING = (1.0, 1.0, 1.0)  # mm, array order: BraTS voxels, what the shipped network was trained on
+TRAINED_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))  # front-back and left-right, as in training
 
 
 def build_inputs(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
@@ -93,9 +94,6 @@ def sliding_window_probabilities(model: VotingUNet3D, inputs: np.ndarray, patch:
     return probabilities[(slice(None), *(slice(0, s) for s in inputs.shape[1:]))].numpy()
 
 
-TRAINED_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))  # front-back and left-right, as in training
-
-
 def flip_averaged_probabilities(model: VotingUNet3D, inputs: np.ndarray, patch: int,
                                 flips: tuple[tuple[int, ...], ...] = TRAINED_FLIPS) -> np.ndarray:
     """Test-time augmentation: the probabilities averaged over the flips the network was trained with, so no
@@ -149,14 +147,15 @@ class VotingNetwork:
         if np.allclose(spacing, self.spacing, rtol=0.2):
             return Fusion(self._label(images, masks, spacing), agreement)
 
-        def resampled(array: np.ndarray | None, is_label: bool) -> np.ndarray | None:
+        def resampled(array: np.ndarray | None, is_mask: bool) -> np.ndarray | None:
             if array is None:
                 return None
-            typed = np.asarray(array, dtype=np.uint8 if is_label else np.float32)
-            return resample_array(typed, spacing, self.spacing, is_label=is_label)
+            typed = np.asarray(array, dtype=np.uint8 if is_mask else np.float32)
+            result = resample_array(typed, spacing, self.spacing, is_label=is_mask)
+            return result > 0 if is_mask else result
 
         label = self._label({m: resampled(a, False) for m, a in images.items()},
-                            {m: None if a is None else resampled(a, True) > 0 for m, a in masks.items()}, self.spacing)
+                            {m: resampled(a, True) for m, a in masks.items()}, self.spacing)
         return Fusion(resample_array(label, self.spacing, spacing, agreement.shape, is_label=True), agreement)
 
     def _label(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from SAMBASegmentLib.cli import main
+from SAMBASegmentLib.cli import _whole_tumour_network, build_parser, main
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
@@ -70,3 +70,11 @@ def test_whole_tumour_network_and_refine_exclude_each_other(capsys, validation_c
                  "--whole-tumour", "network"])
     assert code == 2
     assert "--whole-tumour applies without --refine" in capsys.readouterr().err
+
+
+def test_automatic_refine_keeps_the_fused_whole_tumour(data_dir, validation_case):
+    """``--prompt auto --refine`` fuses every modality: no single-modality redrawing is asked for, nothing refused."""
+    case = str(data_dir / validation_case.name)
+    for command in (["segment", case, "--prompt", "auto", "--refine", "--output", "x.nii.gz"],
+                    ["evaluate", case, "--prompt", "auto", "--refine"]):
+        assert _whole_tumour_network(build_parser().parse_args(command), automatic=True) is None
