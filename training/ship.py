@@ -18,6 +18,9 @@ from .evaluate import summarise
 from .split import SPLIT_PATH, load_split
 
 SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# The prompts of the product's workflows (a box propagated through the volume, clicks): an adapter below zero-shot
+# on any of them ships opt-in. ``box2d`` (a box on every slice) is reported in the card but not a workflow.
+WORKFLOW_PROMPTS = ("box3d", "points", "points+3")
 LICENCES = (
     "BRATS 2012–2015 cases: CC BY-NC-SA 3.0. BraTS 2018 cases: research use, citing Menze et al. 2015 "
     "(IEEE TMI 34(10):1993–2024), Bakas et al. 2017 (Sci Data 4:170117) and Bakas et al. 2018 (arXiv:1811.02629). "
@@ -82,14 +85,14 @@ def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER
     config = json.loads((adapter / "adapter_config.json").read_text())
     cache_meta = training["cache_meta"]
     seconds = _training_seconds(run)
-    below_on_boxes = [key for key, value in summaries.items() if not key.startswith("zero-shot|")
-                      and key.split("|")[-1].startswith("box") and "WT_dice" in value
-                      and value["WT_dice"] < summaries.get("zero-shot|" + key.split("|", 1)[1], {}).get("WT_dice", 0.0)]
+    below_on_workflow = [key for key, value in summaries.items() if not key.startswith("zero-shot|")
+                         and key.split("|")[-1] in WORKFLOW_PROMPTS and "WT_dice" in value
+                         and value["WT_dice"] < summaries.get("zero-shot|" + key.split("|", 1)[1], {}).get("WT_dice", 0.0)]
     manifest = {
         "file": "adapter_model.safetensors",
         "sha256": sha256_of(destination / "adapter_model.safetensors"),
-        # The default box workflow must not get worse because an adapter shipped: such an adapter is opt-in.
-        "applied_by_default": not below_on_boxes,
+        # What a clinician does must not get worse because an adapter shipped: such an adapter is opt-in.
+        "applied_by_default": not below_on_workflow,
         "base_model": {"name": "litemedsam", **manifest_entry("litemedsam")},
         "peft": {k: config[k] for k in ("peft_type", "peft_version", "r", "lora_alpha", "target_modules", "modules_to_save")},
         "mode": training["mode"],

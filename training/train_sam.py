@@ -76,10 +76,13 @@ class StepSampler:
     model's own errors."""
 
     def __init__(self, cache: EmbeddingCache, mode: str, rng: np.random.Generator, negatives: float = 0.0,
-                 box_shrink: int = 0):
+                 box_shrink: int = 0, modalities: tuple[str, ...] | None = None):
         self.cache, self.mode, self.rng, self.negatives, self.box_shrink = cache, mode, rng, negatives, box_shrink
-        self.with_tumour = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] > 0])
-        self.without = np.array([n for n, e in enumerate(cache.entries) if e["tumour_pixels"] == 0])
+        usable = [(n, e) for n, e in enumerate(cache.entries) if modalities is None or e["modality"] in modalities]
+        if not usable:
+            raise ValueError(f"the cache holds no slice of the modalities {modalities}")
+        self.with_tumour = np.array([n for n, e in usable if e["tumour_pixels"] > 0])
+        self.without = np.array([n for n, e in usable if e["tumour_pixels"] == 0])
 
     def draw(self, model: PromptedSam, batch_size: int) -> Step:
         rng = self.rng
@@ -151,6 +154,8 @@ def build_arguments() -> argparse.ArgumentParser:
     parser.add_argument("--negatives", type=float, default=0.0, help="share of tumour-free slices in box batches")
     parser.add_argument("--box-shrink", type=int, default=0,
                         help="box sides may also move inwards by up to this many px (propagation's boxes)")
+    parser.add_argument("--modalities", nargs="+", metavar="MODALITY",
+                        help="train on the cached slices of these modalities only (default: all)")
     parser.add_argument("--encoder-batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=20)
@@ -190,7 +195,8 @@ def train(args: argparse.Namespace) -> Path:
         if rank == 0:
             print(f"resumed {run} at step {start}", flush=True)
     model = DistributedDataParallel(core, find_unused_parameters=True) if world > 1 else core
-    sampler = StepSampler(cache, args.mode, rng, args.negatives, args.box_shrink)
+    sampler = StepSampler(cache, args.mode, rng, args.negatives, args.box_shrink,
+                          tuple(args.modalities) if args.modalities else None)
     multimask = args.mode == "multiclass"
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)

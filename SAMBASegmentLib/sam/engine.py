@@ -13,11 +13,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ..prompts import SlicePrompt
+from ..prompts import SlicePrompt, objects_under_clicks
 from ..volumes import ScalarVolume
 from .model import LITEMEDSAM, LoadedSam, load_sam
 from .preprocessing import SliceFrame
-
 
 
 def default_device() -> torch.device:
@@ -126,9 +125,10 @@ class SamEngine:
         return frame.logits_to_slice(low_res.float())[0, 0].cpu()
 
     def segment(self, volume: ScalarVolume, axis: int, index: int, prompts: Sequence[SlicePrompt]) -> np.ndarray:
-        """Binary mask of a slice: the union of every prompt's object (several boxes = several lesions)."""
+        """Binary mask of a slice: the union of every prompt's object (several boxes = several lesions); a
+        click-only prompt keeps only the object under its positive clicks."""
         frame = self.frame(volume, axis)
         mask = np.zeros(frame.shape, dtype=bool)
         for prompt in prompts:
-            mask |= (self.logits(volume, axis, index, prompt) > 0).numpy()
+            mask |= objects_under_clicks((self.logits(volume, axis, index, prompt) > 0).numpy(), prompt)
         return mask

@@ -6,11 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from SAMBASegmentLib.errors import PromptError, WeightsError
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.prompts import SlicePrompt, bounding_box, expand_box
+from SAMBASegmentLib.prompts import SlicePrompt, bounding_box, expand_box, interior_point, objects_under_clicks
+from SAMBASegmentLib.sam import SamEngine
 from SAMBASegmentLib.sam import model as sam_model
 from SAMBASegmentLib.sam.preprocessing import SliceFrame
 from SAMBASegmentLib.weights import verify_sha256
@@ -56,6 +58,34 @@ def test_negative_click_removes_and_mask_prompt_runs(engine, real_case):
     assert with_negative.sum() < base.sum()
     with_mask = engine.segment(volume, 0, index, [SlicePrompt(box=box, mask=base)])
     assert dice(with_mask, truth[index]) > 0.8
+
+
+def test_a_click_keeps_the_object_under_it():
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[5:15, 5:15] = True  # the clicked object
+    mask[25:35, 25:35] = True  # a stray blob elsewhere on the slice
+    clicked = SlicePrompt(points=((9, 9),), point_labels=(1,))
+    np.testing.assert_array_equal(objects_under_clicks(mask, clicked), mask & (np.arange(40)[:, None] < 20))
+    beside = SlicePrompt(points=((22, 24),), point_labels=(1,))  # just outside both: the nearest one is meant
+    assert objects_under_clicks(mask, beside)[30, 30] and not objects_under_clicks(mask, beside)[9, 9]
+    both = clicked.with_point(30, 30, True)
+    np.testing.assert_array_equal(objects_under_clicks(mask, both), mask)
+    with_box = SlicePrompt(box=(0, 0, 39, 39), points=((9, 9),), point_labels=(1,))
+    np.testing.assert_array_equal(objects_under_clicks(mask, with_box), mask)  # a box already bounds the object
+    negative_only = SlicePrompt(points=((30, 30),), point_labels=(0,))
+    np.testing.assert_array_equal(objects_under_clicks(mask, negative_only), mask)
+
+
+def test_one_click_with_the_default_adapter_segments_the_clicked_tumour(real_case):
+    """The product's default engine (the shipped adapter) answers one click with the tumour under it, alone."""
+    engine = SamEngine.create(device="cpu")
+    assert engine.sam.adapter is not None
+    truth = region_mask(real_case.label, "WT")
+    index = _largest_slice(truth, 0)
+    row, col = interior_point(truth[index])
+    mask = engine.segment(real_case.volume("flair"), 0, index, [SlicePrompt(points=((row, col),), point_labels=(1,))])
+    assert mask[row, col] and dice(mask, truth[index]) >= 0.8
+    assert ndimage.label(mask, np.ones((3, 3)))[1] == 1
 
 
 def test_prompt_outside_the_slice_is_refused(engine, real_case):

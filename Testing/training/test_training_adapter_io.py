@@ -50,15 +50,16 @@ def test_save_and_reload_reproduce_outputs(tiny_cache, tmp_path, mode, full_deco
         assert encoder_unchanged(core.model) and _same_encoder(merged.model, load_sam(adapter=None).model)
 
 
-def test_engine_loads_the_shipped_adapter_when_asked():
+def test_engine_loads_the_shipped_adapter_by_default():
     manifest = json.loads((DEFAULT_ADAPTER_DIR / "manifest.json").read_text())
     assert manifest["sha256"] == sha256_of(DEFAULT_ADAPTER_DIR / "adapter_model.safetensors")
     assert {"base_model", "data", "split", "settings", "metrics"} <= set(manifest)
     assert (DEFAULT_ADAPTER_DIR / "MODEL_CARD.md").is_file()
     shipped = SamEngine.create(adapter="shipped", device="cpu")
     assert shipped.sam.adapter == DEFAULT_ADAPTER_DIR.name
-    # Below zero-shot on boxes, so opt-in: the default engine stays zero-shot until a better adapter ships.
-    assert manifest["applied_by_default"] is False and SamEngine.create(device="cpu").sam.adapter is None
+    # Not below zero-shot on the workflow prompts (box3d, clicks), so the engine applies it unless told not to.
+    assert manifest["applied_by_default"] is True
+    assert SamEngine.create(device="cpu").sam.adapter == DEFAULT_ADAPTER_DIR.name
     assert SamEngine.create(adapter=None, device="cpu").sam.adapter is None
     with torch.no_grad():  # the shipped adapter changes the decoder: it is really applied
         a = shipped.sam.model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight

@@ -32,6 +32,7 @@ from SAMBASegmentLib.postprocessing import remove_small_components
 from SAMBASegmentLib.prompts import PixelBox
 from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
 from SAMBASegmentLib.voting import VotingNetwork
+from SAMBASegmentLib.voting.fusion import VOTING_DIR
 from training.detector.common import DATASET_DIR, RUNS_DIR, case_folder, case_roles
 from training.detector.export import ExportSettings, tumour_boxes
 from training.split import DEFAULT_DATA_DIR
@@ -177,6 +178,8 @@ def main() -> None:
     parser.add_argument("--min-score", type=float, help="override DetectionSettings.min_score")
     parser.add_argument("--map", action="store_true", help="also ultralytics mAP50 on the exported slices")
     parser.add_argument("--no-sam", action="store_true", help="detection figures only")
+    parser.add_argument("--voting", type=Path, default=VOTING_DIR,
+                        help="the voting network that redraws the whole tumour (default: the shipped one)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
@@ -191,7 +194,7 @@ def main() -> None:
         from SAMBASegmentLib.sam import SamEngine
 
         engines = {a: SamEngine.create(adapter=None if a == "none" else a) for a in adapters}
-    network = VotingNetwork.load()  # the automatic path's whole tumour, as the CLI reports it
+    network = VotingNetwork.load(args.voting)  # the automatic path's whole tumour, as the CLI reports it
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
     if unknown:
