@@ -1,7 +1,8 @@
 """The voting network against the rule baseline (and, for WT, the FLAIR SAM mask alone and as the network redraws
 it from FLAIR only: the automatic path's whole tumour) on the validation
 cases, from the cached per-modality SAM masks: exactly the masks ``samba evaluate --refine`` computes for the
-``box3d`` and ``auto`` prompts, without re-running SAM for every network tried.
+``box3d`` and ``auto`` prompts with the default engine (the shipped adapter; ``--cache training/cache/voting_masks``:
+zero-shot LiteMedSAM's, ``--no-adapter``), without re-running SAM for every network tried.
 
     python -m training.voting.evaluate --network training/runs/voting/export --json training/runs/voting/eval_val.json
 """
@@ -22,14 +23,14 @@ from SAMBASegmentLib.voting.fusion import VOTING_DIR
 from SAMBASegmentLib.volumes import load_case
 
 from ..split import case_dirs
-from .masks import MASK_CACHE, load_case_masks, mask_key
+from .masks import ADAPTER_MASK_CACHE, load_case_masks, mask_key
 
 REGIONS = ("ET", "TC", "WT")
 FUSIONS = ("network", "rule")
 
 
 def evaluate(network: VotingNetwork, side: str = "validation", variants: tuple[str, ...] = ("box3d", "auto"),
-             cache: Path = MASK_CACHE) -> dict:
+             cache: Path = ADAPTER_MASK_CACHE) -> dict:
     rows = []
     for folder in case_dirs(side):
         case = load_case(folder)
@@ -59,7 +60,7 @@ def evaluate(network: VotingNetwork, side: str = "validation", variants: tuple[s
             if method in FUSIONS:
                 summary[f"{variant}/{method}"]["mean_dice"] = float(
                     np.mean([summary[f"{variant}/{method}"][r]["dice"] for r in REGIONS]))
-    return {"network": network.describe(), "side": side, "rows": rows, "summary": summary}
+    return {"network": network.describe(), "side": side, "masks": str(cache), "rows": rows, "summary": summary}
 
 
 def format_table(summary: dict) -> str:
@@ -79,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--network", type=Path, default=VOTING_DIR, help="folder with manifest.json + weights")
     parser.add_argument("--side", default="validation", choices=("training", "validation"))
     parser.add_argument("--variants", nargs="+", default=["box3d", "auto"])
+    parser.add_argument("--cache", type=Path, default=ADAPTER_MASK_CACHE,
+                        help="cached SAM masks (default: the default engine's; training/cache/voting_masks: zero-shot)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    report = evaluate(VotingNetwork.load(args.network), args.side, tuple(args.variants))
+    report = evaluate(VotingNetwork.load(args.network), args.side, tuple(args.variants), args.cache)
     print(format_table(report["summary"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

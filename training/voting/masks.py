@@ -7,7 +7,8 @@ found on FLAIR and used on every modality, as ``--prompt auto``). One engine cac
 are encoded once for all four variants. One ``.npz`` per case; finished cases are skipped, so it resumes.
 
     for i in 0 1; do OMP_NUM_THREADS=1 nohup python -m training.voting.masks --side training --side validation \
-        --shard $i/2 > training/runs/voting_masks_$i.log 2>&1 & done
+        --shard $i/2 > training/runs/voting_masks_adapter_$i.log 2>&1 & done
+    # and the same with --no-adapter (zero-shot LiteMedSAM's masks): the network learns to fuse both SAMs' masks
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from SAMBASegmentLib.volumes import MODALITIES, load_case
 
 from ..split import REPOSITORY_ROOT, case_dirs
 
-MASK_CACHE = REPOSITORY_ROOT / "training" / "cache" / "voting_masks"
+MASK_CACHE = REPOSITORY_ROOT / "training" / "cache" / "voting_masks"  # zero-shot LiteMedSAM's masks
+ADAPTER_MASK_CACHE = REPOSITORY_ROOT / "training" / "cache" / "voting_masks_adapter"  # the default engine's
 VARIANTS = ("box3d", "box3d_jitter1", "box3d_jitter2", "auto")
 MAX_JITTER_PX = 12
 MAX_JITTER_SLICES = 2
@@ -106,13 +108,16 @@ def load_case_masks(name: str, cache: Path = MASK_CACHE) -> dict[str, np.ndarray
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", action="append", choices=("training", "validation"), required=True)
-    parser.add_argument("--cache", type=Path, default=MASK_CACHE)
+    parser.add_argument("--cache", type=Path, help=f"default: {ADAPTER_MASK_CACHE.name}, with --no-adapter {MASK_CACHE.name}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", default="0/1", help="i/n: this process takes every n-th case from the i-th "
                         "(run n processes with OMP_NUM_THREADS=1: one slice at a time keeps only one core busy)")
+    parser.add_argument("--no-adapter", action="store_true",
+                        help="masks of zero-shot LiteMedSAM instead of the engine's default (the shipped adapter)")
     args = parser.parse_args(argv)
+    args.cache = args.cache or (MASK_CACHE if args.no_adapter else ADAPTER_MASK_CACHE)
     args.cache.mkdir(parents=True, exist_ok=True)
-    engine = SamEngine.create(adapter="default")
+    engine = SamEngine.create(adapter=None if args.no_adapter else "default")
     detector = TumourDetector.load()
     print(f"model: {engine.describe()}\ndetector: {detector.describe()}", file=sys.stderr)
     folders = [folder for side in args.side for folder in case_dirs(side)]

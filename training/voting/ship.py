@@ -2,7 +2,8 @@
 weights with a model card whose table is generated from the validation JSON (no figure typed by hand).
 
     python -m training.voting.ship --run training/runs/voting --to training/runs/voting/export
-    python -m training.voting.ship --run training/runs/voting --evaluation training/runs/voting/eval_val.json
+    python -m training.voting.ship --run training/runs/voting --evaluation training/runs/voting/eval_val.json \
+        training/runs/voting/eval_val_zeroshot.json
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ def export(run: Path, destination: Path) -> dict:
     return manifest
 
 
-def model_card(manifest: dict, evaluation: dict) -> str:
+def _masks_of(evaluation: dict) -> str:
+    """Which SAM produced the masks an evaluation fused, as the mask cache's settings record it."""
+    settings = Path(evaluation.get("masks", "")) / "settings.json"
+    engine = json.loads(settings.read_text())["engine"] if settings.is_file() else "LiteMedSAM zero-shot"
+    return f"SAM masks from {engine} (`--cache {Path(evaluation.get('masks', 'training/cache/voting_masks')).name}`)"
+
+
+def model_card(manifest: dict, evaluations: list[dict]) -> str:
+    tables = "\n\n".join(f"{_masks_of(e)}:\n\n{format_table(e['summary'])}" for e in evaluations)
     return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
 
 A {manifest['parameters']:,}-parameter 3D U-Net (widths {manifest['widths']}) that reads the four normalised
@@ -68,13 +77,15 @@ image and mask alone give a whole tumour (the automatic path's). Validation case
 {', '.join(manifest['never_seen'])}.
 
 ## Validation (the {len(manifest['never_seen'])} cases above)
-`python -m training.voting.evaluate --network SAMBASegmentLib/weights/voting` (legacy Dice, HD95 in mm,
+`python -m training.voting.evaluate --network SAMBASegmentLib/weights/voting [--cache ...]` (legacy Dice, HD95 in mm,
 BraTS 2023 lesion-wise Dice). `rule` = WT from the FLAIR and T2 masks (voxels where at least half of them,
 i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's Otsu threshold in TC.
 `flair_sam` = the FLAIR SAM mask alone (WT only); `flair_network` = the network's whole tumour from the FLAIR image
-and mask alone (what `samba evaluate|segment --prompt auto` report).
+and mask alone (what `samba evaluate|segment --prompt auto` report). The engine applies the shipped SAM adapter by
+default, so `samba evaluate --refine` fuses the adapter's masks; `--no-adapter` fuses zero-shot masks, the ones the
+network was trained on.
 
-{format_table(evaluation['summary'])}
+{tables}
 
 ## Inference
 Sliding {manifest['patch']}³ windows (half overlap, logits averaged) over the bounding box of the union of the SAM
@@ -99,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("training/runs/voting"))
     parser.add_argument("--to", type=Path, default=VOTING_DIR)
-    parser.add_argument("--evaluation", type=Path, help="validation JSON of training.voting.evaluate: writes the card")
+    parser.add_argument("--evaluation", type=Path, nargs="+",
+                        help="validation JSONs of training.voting.evaluate (one per mask cache): writes the card")
     args = parser.parse_args(argv)
     manifest = export(args.run, args.to)
     if args.evaluation:
-        (args.to / "MODEL_CARD.md").write_text(model_card(manifest, json.loads(args.evaluation.read_text())))
+        (args.to / "MODEL_CARD.md").write_text(model_card(manifest, [json.loads(p.read_text()) for p in args.evaluation]))
     print(f"{args.to}: {manifest['file']} sha256 {manifest['sha256'][:16]}…")
     return 0
 
