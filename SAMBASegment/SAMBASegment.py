@@ -39,12 +39,14 @@ was in.</li>
 <li><b>Segment slice</b> (Alt+S) segments the slice shown in the active view; <b>Propagate</b> (Alt+G) continues
 slice by slice until the tumour ends (or the box's depth), with progress and Cancel while Slicer stays usable.
 A click on another slice followed by Propagate redoes only the slices beyond it. Dragging a box's handles repeats
-the last operation when the drag ends.</li>
+the last operation when the drag ends. <b>Check in 3 views</b> (Alt+V) re-segments the WT segment in the two other
+views and keeps what two of the three views agree on.</li>
 <li><b>Propose boxes</b> (Alt+D) runs the tumour detector on FLAIR: each candidate appears as a yellow box and the
 views jump to the best one; <b>Accept</b> (Alt+A), drag, or <b>Reject</b> (Alt+R) it, and the views move to the next.
 Only accepted boxes prompt SAM.</li>
 <li><b>Refine into NETC / SNFH / ET</b> (Alt+F) segments every loaded modality with the same boxes and lets the
-voting network fuse the masks into the three BraTS classes (ET inside TC inside WT), with the volume
+voting network fuse the masks (each checked in three views unless unticked) into the three BraTS classes (ET
+inside TC inside WT), with the volume
 <i>SAMBA modality agreement</i> (fraction of modalities that call each voxel tumour) to overlay as uncertainty.</li>
 <li><b>Correct</b> with Paint and Erase in the embedded Segment Editor; <b>Undo SAM</b> (Alt+Z) reverts the last
 SAM or Refine operation.</li>
@@ -128,6 +130,7 @@ class SAMBASegmentParameterNode:
     activeView: slicer.vtkMRMLSliceNode
     device: Device = Device.AUTOMATIC
     useAdapter: bool = True
+    refineInThreeViews: bool = True
 
 
 class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -167,6 +170,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
         self.ui.segmentSliceButton.clicked.connect(lambda: self._run(self.logic.segmentSliceTask))
         self.ui.propagateButton.clicked.connect(lambda: self._run(self.logic.propagateTask))
+        self.ui.checkViewsButton.clicked.connect(lambda: self._run(self._checkViewsTask))
         self.ui.proposeBoxesButton.clicked.connect(lambda: self._run(self._proposeTask))
         self.ui.acceptCandidateButton.clicked.connect(lambda: self.onReviewProposal(accept=True))
         self.ui.rejectCandidateButton.clicked.connect(lambda: self.onReviewProposal(accept=False))
@@ -239,6 +243,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = not running and self._promptVolume() is not None and self._parameterNode.activeView is not None
         self.ui.segmentSliceButton.enabled = ready
         self.ui.propagateButton.enabled = ready
+        self.ui.checkViewsButton.enabled = ready
         self.ui.refineButton.enabled = ready
         self.ui.proposeBoxesButton.enabled = not running and self._parameterNode.flair is not None
         pending = not running and bool(self.logic.pendingProposals())
@@ -313,7 +318,11 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _refineTask(self, volume, sliceNode, output, *points) -> SamTask:
         volumes = {m.value: getattr(self._parameterNode, m.value) for m in Modality
                    if getattr(self._parameterNode, m.value) is not None}
-        return self.logic.refineTask(volumes, volume, sliceNode, output)
+        return self.logic.refineTask(volumes, volume, sliceNode, output,
+                                     views=3 if self._parameterNode.refineInThreeViews else 1)
+
+    def _checkViewsTask(self, volume, sliceNode, output, *points) -> SamTask:
+        return self.logic.checkViewsTask(volume, sliceNode, output)
 
     def _showNextProposal(self) -> None:
         """Centre the slice views on the best pending proposal and say what to do with it."""

@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from .errors import SambaError
 from .labels import CLASS_NAMES, LabelConvention, from_internal
-from .pipeline import (PROMPT_MODES, REFINED_REGIONS, WHOLE_TUMOUR_VALUE, evaluate_case, evaluate_case_refined, fuse,
-                       segment_box3d, segment_modalities, summarise)
+from .pipeline import (DEFAULT_VIEWS, PROMPT_MODES, REFINED_REGIONS, VIEW_CHOICES, WHOLE_TUMOUR_VALUE,
+                       checked_in_views, evaluate_case, evaluate_case_refined, fuse, segment_box3d, segment_modalities,
+                       summarise)
 from .postprocessing import remove_small_components
 from .prompts import Box3D
 from .volumes import IMAGE_SUFFIXES, MODALITIES, LABEL_KEY, Case, load_case, write_volume
@@ -71,6 +72,14 @@ def _add_refine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whole-tumour", choices=("sam", "network"), default=None,
                         help="the whole tumour as SAM's mask, or redrawn by the voting network from the same "
                              "modality (default: network for --prompt auto, sam otherwise)")
+
+
+def _add_view_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"),
+                        help="the view SAM segments slice by slice")
+    parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEW_CHOICES,
+                        help="3: check the finished mask in the two other views and keep what two of three views agree "
+                             f"on (about 2.5x the time, more accurate); 1: the --view alone (default {DEFAULT_VIEWS})")
 
 
 def _add_case_options(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +155,7 @@ def _segment_refined(args: argparse.Namespace, case: Case, engine, axis: int, bo
     """Every modality with the same box (or the detector's candidates), fused into NETC / SNFH / ET."""
     fusion = _fusion(args)
     if box is not None:
-        def segment_one(volume, callback):
+        def segment_prompted(volume, callback):
             return segment_box3d(engine, volume, box, axis, args.seed_slice, progress=callback)[1].mask
     else:
         from .detection import propose, segment_candidates
@@ -155,8 +164,11 @@ def _segment_refined(args: argparse.Namespace, case: Case, engine, axis: int, bo
         candidates = propose(detector, case.volume(detector.modality), axis)
         print(f"{len(candidates)} proposals", file=sys.stderr)
 
-        def segment_one(volume, callback):
+        def segment_prompted(volume, callback):
             return segment_candidates(engine, volume, candidates, progress=callback)[0]
+
+    def segment_one(volume, callback):
+        return checked_in_views(engine, volume, segment_prompted(volume, callback), axis, args.views, callback)
     progress = _ModalityProgress(case.name)
     masks = segment_modalities(engine, case, segment_one, progress)
     progress.close()
@@ -197,8 +209,10 @@ def command_segment(args: argparse.Namespace) -> int:
         print(f"{len(auto.candidates)} proposals in {auto.proposal_seconds:.1f} s, {len(auto.segmented)} segmented",
               file=sys.stderr)
         raw = auto.mask
+    if args.views > 1:
+        progress.bar.set_description(f"{case.name} {args.modality}: {args.views} views")
+    mask = remove_small_components(checked_in_views(engine, volume, raw, axis, args.views, progress), case.spacing)
     progress.close()
-    mask = remove_small_components(raw, case.spacing)
     if network is not None:
         mask = network.whole_tumour(args.modality, volume.array, mask, case.spacing)
     path = write_volume(mask.astype(np.uint8) * WHOLE_TUMOUR_VALUE, case.reference, args.output)
@@ -263,10 +277,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
         if fusion is None:
             progress = _Progress(f"{case.name} {args.prompt}")
             evaluation = evaluate_case(engine, case, args.prompt, args.modality, args.clicks, axis=axis,
-                                       progress=progress, detector=detector, whole_tumour_network=network)
+                                       progress=progress, detector=detector, whole_tumour_network=network,
+                                       views=args.views)
         else:
             progress = _ModalityProgress(case.name)
-            evaluation = evaluate_case_refined(engine, case, args.prompt, fusion, axis, progress, detector)
+            evaluation = evaluate_case_refined(engine, case, args.prompt, fusion, axis, progress, detector,
+                                               views=args.views)
         progress.close()
         evaluations.append(evaluation)
         engine.clear_cache()  # one case at a time: keep memory flat over long runs
@@ -282,7 +298,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     _print_table(rows, summary)
     if args.json:
         report = {"engine": engine.describe(), "prompt": args.prompt, "modality": args.modality, "clicks": args.clicks,
-                  "view": args.view, "refine": None if fusion is None else fusion if fusion == "rule" else fusion.describe(),
+                  "view": args.view, "views": args.views,
+                  "refine": None if fusion is None else fusion if fusion == "rule" else fusion.describe(),
                   "whole_tumour": "fused" if fusion is not None else "network" if network is not None else "sam",
                   "cases": rows, "skipped": skipped, "summary": summary}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="box corners in voxel IJK (or RAS mm with --ras)")
     segment.add_argument("--ras", action="store_true", help="--box is in RAS millimetres, as Slicer shows")
     segment.add_argument("--modality", default="flair", choices=MODALITIES)
-    segment.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"))
+    _add_view_options(segment)
     segment.add_argument("--seed-slice", type=int, default=None, help="slice to start on (default: box centre)")
     segment.add_argument("--output", required=True, help="label map to write (.nii.gz or .nrrd)")
     segment.add_argument("--label-format", default=LabelConvention.BRATS2023.value,
@@ -336,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--prompt", required=True, choices=PROMPT_MODES)
     evaluate.add_argument("--clicks", type=int, default=0, help="corrective clicks after the first prompt")
     evaluate.add_argument("--modality", default="flair", choices=MODALITIES)
-    evaluate.add_argument("--view", default="axial", choices=("axial", "coronal", "sagittal"))
+    _add_view_options(evaluate)
     evaluate.add_argument("--label-convention", choices=[c.value for c in LabelConvention])
     evaluate.add_argument("--json", help="write per-case figures and the summary here")
     evaluate.add_argument("--overlays", help="folder for PNGs of each case's worst slices")

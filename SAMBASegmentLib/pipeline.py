@@ -12,6 +12,7 @@ import numpy as np
 from .errors import ModalityError
 from .labels import region_mask
 from .metrics import region_scores
+from .multiview import three_view_vote
 from .postprocessing import remove_small_components
 from .prompts import Box3D, PixelBox, SlicePrompt, add_click, to_slice
 from .propagation import CancelCheck, ProgressCallback, PropagationResult, PropagationSession, PropagationSettings
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # annotations only: the voting package is imported when somet
     from .voting import Fusion, VotingNetwork
 
 PROMPT_MODES = ("box2d", "box3d", "points", "auto")
+VIEW_CHOICES = (1, 3)  # the prompted view alone, or checked in all three (multiview.three_view_vote)
+DEFAULT_VIEWS = 3
 REFINED_REGIONS = ("ET", "TC", "WT")
 ModalityProgress = Callable[[str, int, int], None]  # (modality, done, total)
 
@@ -54,6 +57,14 @@ def segment_slices(engine: SamEngine, volume: ScalarVolume, axis: int, prompts: 
         if progress:
             progress(done, len(prompts))
     return mask
+
+
+def checked_in_views(engine: SamEngine, volume: ScalarVolume, mask: np.ndarray, axis: int, views: int,
+                     progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> np.ndarray:
+    """``mask`` as it is (``views`` 1) or checked in the two other views by a three-view vote (``views`` 3)."""
+    if views not in VIEW_CHOICES:
+        raise ValueError(f"views must be one of {VIEW_CHOICES}, not {views}")
+    return three_view_vote(engine, volume, mask, axis, progress=progress, cancel=cancel) if views == 3 else mask
 
 
 @dataclass
@@ -117,10 +128,11 @@ def _candidates(case: Case, prompt: str, axis: int, detector) -> list | None:
 
 def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "flair", clicks: int = 0,
                   axis: int = 0, progress: ProgressCallback | None = None, detector=None,
-                  whole_tumour_network: VotingNetwork | None = None) -> CaseEvaluation:
+                  whole_tumour_network: VotingNetwork | None = None, views: int = 1) -> CaseEvaluation:
     """Segment the whole tumour of a labelled case with prompts simulated from its label (or, for ``auto``, from
-    the detector's proposals), then score it. With ``whole_tumour_network`` the voting network redraws SAM's
-    whole tumour from this one modality (what the automatic path reports)."""
+    the detector's proposals), then score it. ``views`` 3 checks the finished mask in the two other views. With
+    ``whole_tumour_network`` the voting network redraws SAM's whole tumour from this one modality (what the
+    automatic path reports)."""
     _check_prompt(prompt, clicks, detector)
     truth = _labelled_truth(case)
     volume = case.volume(modality)
@@ -143,7 +155,8 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         else:
             slice_prompts[index] = prompts
             np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
-    prediction = remove_small_components(prediction, case.spacing)
+    prediction = remove_small_components(checked_in_views(engine, volume, prediction, axis, views, progress),
+                                         case.spacing)
     if whole_tumour_network is not None:
         prediction = whole_tumour_network.whole_tumour(modality, volume.array, prediction, case.spacing)
     seconds = time.perf_counter() - start
@@ -176,17 +189,21 @@ def fuse(fusion: VotingNetwork | str, case: Case, masks: dict[str, np.ndarray]) 
 
 
 def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion: VotingNetwork | str, axis: int = 0,
-                          progress: ModalityProgress | None = None, detector=None) -> CaseEvaluation:
-    """Segment the tumour on every modality with the same simulated prompts, fuse the masks into NETC / SNFH /
-    ET (``fusion``: a VotingNetwork or ``"rule"``) and score ET, TC and WT."""
+                          progress: ModalityProgress | None = None, detector=None, views: int = 1) -> CaseEvaluation:
+    """Segment the tumour on every modality with the same simulated prompts (each mask checked in ``views``
+    views), fuse the masks into NETC / SNFH / ET (``fusion``: a VotingNetwork or ``"rule"``) and score ET, TC
+    and WT."""
     _check_prompt(prompt, 0, detector)
     truth = _labelled_truth(case)
     start = time.perf_counter()
     calls_before = engine.encoder_calls
     candidates = _candidates(case, prompt, axis, detector)
-    masks = segment_modalities(
-        engine, case, lambda volume, callback: _prompted_mask(engine, volume, truth, prompt, axis, callback,
-                                                              candidates)[0], progress)
+
+    def segment_one(volume: ScalarVolume, callback: ProgressCallback | None) -> np.ndarray:
+        mask = _prompted_mask(engine, volume, truth, prompt, axis, callback, candidates)[0]
+        return checked_in_views(engine, volume, mask, axis, views, callback)
+
+    masks = segment_modalities(engine, case, segment_one, progress)
     label = fuse(fusion, case, masks).label
     seconds = time.perf_counter() - start
     scores = region_scores(label, case.label, case.spacing, regions=REFINED_REGIONS)

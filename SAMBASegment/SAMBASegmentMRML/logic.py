@@ -545,6 +545,37 @@ class SAMBASegmentLogic:
 
         return SamTask(f"propagate from slice {target.index}", compute, write)
 
+    def checkViewsTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
+                       segmentationNode: slicer.vtkMRMLSegmentationNode) -> SamTask:
+        """The whole-tumour segment as it is now (the annotator's corrections included), checked in the two views
+        other than the active one: SAM segments each of their slices from the segment's cross-section, and a
+        voxel stays tumour where two of the three views agree (multiview.three_view_vote). Undo SAM restores it."""
+        segmentation = segmentationNode.GetSegmentation() if segmentationNode is not None else None
+        mask = (readMask(segmentationNode, WHOLE_TUMOUR, volumeNode)
+                if segmentation is not None and segmentation.GetSegment(WHOLE_TUMOUR) is not None else None)
+        if mask is None or not mask.any():
+            raise PromptError(f"segment {WHOLE_TUMOUR} is empty: segment the tumour (Propagate) before checking it "
+                              "in three views")
+        volume = self.scalarVolume(volumeNode)
+        axis = sliceTarget(sliceNode, volumeNode).axis
+
+        def compute(task: SamTask) -> np.ndarray:
+            def check(engine):
+                from SAMBASegmentLib.multiview import three_view_vote  # imports torch: off the main thread
+
+                checked = three_view_vote(engine, volume, mask, axis, progress=task.progress,
+                                          cancel=lambda: task.cancelled)
+                return checked, task.total
+
+            return self._timed(check)
+
+        def write(checked: np.ndarray) -> None:
+            self._pushUndo(segmentationNode, volumeNode, (WHOLE_TUMOUR,))
+            writeMask(segmentationNode, WHOLE_TUMOUR, checked, volumeNode)
+            self._session = self._sessionKey = None  # its mask is no longer the segment's
+
+        return SamTask("check the tumour in three views", compute, write)
+
     def _replaceSlices(self, segmentationNode: slicer.vtkMRMLSegmentationNode,
                        volumeNode: slicer.vtkMRMLScalarVolumeNode, axis: int, slices: tuple[int, int],
                        slab: np.ndarray) -> None:
@@ -625,9 +656,10 @@ class SAMBASegmentLogic:
 
     def refineTask(self, volumeNodes: dict[str, slicer.vtkMRMLScalarVolumeNode],
                    referenceNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
-                   segmentationNode: slicer.vtkMRMLSegmentationNode) -> SamTask:
-        """SAM with the same boxes on every loaded modality, fused by the voting network into segments NETC, SNFH
-        and ET, plus a modality-agreement volume (fraction of modalities whose mask covers each voxel)."""
+                   segmentationNode: slicer.vtkMRMLSegmentationNode, views: int = 3) -> SamTask:
+        """SAM with the same boxes on every loaded modality (each mask checked in ``views`` views, 1 or 3), fused
+        by the voting network into segments NETC, SNFH and ET, plus a modality-agreement volume (fraction of
+        modalities whose mask covers each voxel)."""
         volumes = {}
         for modality, node in volumeNodes.items():
             if volumeShape(node) != volumeShape(referenceNode) or not np.allclose(ijkToWorld(node),
@@ -643,21 +675,23 @@ class SAMBASegmentLogic:
 
         def compute(task: SamTask) -> Any:
             def segmentAll(engine):
-                from SAMBASegmentLib.pipeline import segment_box3d
+                from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
 
-                masks, total = {}, len(volumes) * len(boxes)
+                masks, steps = {}, len(volumes) * (len(boxes) + 1)  # each box, then the views check
                 for number, (modality, volume) in enumerate(volumes.items()):
                     mask = np.zeros(volume.array.shape, dtype=bool)
+
+                    def progress(done: int, slices: int, step: int) -> None:
+                        task.progress(step * slices + done, steps * slices)
+
                     for b, box in enumerate(boxes):
-                        step = number * len(boxes) + b
-
-                        def progress(done: int, slices: int, step: int = step) -> None:
-                            task.progress(step * slices + done, total * slices)
-
-                        mask |= segment_box3d(engine, volume, box, axis, progress=progress,
-                                              cancel=lambda: task.cancelled)[1].mask
-                    masks[modality] = mask
-                return masks, sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) * len(volumes)
+                        mask |= segment_box3d(engine, volume, box, axis, cancel=lambda: task.cancelled,
+                                              progress=functools.partial(progress, step=number * (len(boxes) + 1) + b)
+                                              )[1].mask
+                    masks[modality] = checked_in_views(
+                        engine, volume, mask, axis, views, cancel=lambda: task.cancelled,
+                        progress=functools.partial(progress, step=number * (len(boxes) + 1) + len(boxes)))
+                return masks, sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) * len(volumes) * views
 
             masks = self._timed(segmentAll)
             images = {modality: volume.array for modality, volume in volumes.items()}

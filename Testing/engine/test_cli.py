@@ -51,6 +51,7 @@ def test_evaluate_writes_per_case_figures_and_summary(tmp_path, data_dir):
     assert code == 0
     result = json.loads(report.read_text())
     assert [c["case"] for c in result["cases"]] == ["Brats18_TCIA02_135_1"]
+    assert result["views"] == 3  # the default: the mask is checked in three views
     assert result["skipped"] == [{"case": "unlabelled", "reason": "unlabelled: no label map"}]
     assert result["summary"]["WT"]["dice"] == result["cases"][0]["WT"]["dice"] > 0.8
     assert result["summary"]["WT"]["hd95"] > 0 and result["summary"]["seconds_per_case"] > 0
@@ -67,3 +68,5 @@ def test_bad_input_gives_a_clear_error_and_exit_code(tmp_path, data_dir):
                   "--output", str(tmp_path / "x.nii.gz"))
     assert outside.returncode == 2 and "lies outside the volume" in outside.stderr
     assert "Traceback" not in outside.stderr and not (tmp_path / "x.nii.gz").exists()
+    views = run("evaluate", str(data_dir / "Brats18_TCIA02_135_1"), "--prompt", "box3d", "--views", "2")
+    assert views.returncode == 2 and "--views: invalid choice: 2 (choose from 1, 3)" in views.stderr

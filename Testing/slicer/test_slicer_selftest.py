@@ -1,15 +1,18 @@
 """The module's self-test body on a slicer-core scene: box → propagation → segment read back → WT Dice; then a
-corrective click re-propagates from its slice only."""
+corrective click re-propagates from its slice only, and the segment is checked in three views."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import slicer
 from SAMBASegmentMRML.logic import WHOLE_TUMOUR, SAMBASegmentLogic, readMask, sliceTarget
-from SAMBASegmentMRML.selftest import CASE, MIN_WHOLE_TUMOUR_DICE, MODALITY, runBoxPropagation, showSlice
+from SAMBASegmentMRML.selftest import CASE, MIN_WHOLE_TUMOUR_DICE, MODALITY, loadVolume, runBoxPropagation, showSlice
 
+from SAMBASegmentLib.errors import PromptError
 from SAMBASegmentLib.labels import CLASS_NAMES, region_mask, to_internal
+from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import corrective_click
 from SAMBASegmentLib.volumes import find_case_files
 
@@ -48,3 +51,23 @@ def test_self_test_body_reaches_whole_tumour_dice_and_reprompting_redoes_only_th
     np.testing.assert_array_equal(after[kept], before[kept])
     assert logic.undo()
     np.testing.assert_array_equal(readMask(output, WHOLE_TUMOUR, flair), before)
+
+    # Check in 3 views: the segment as it stands is re-segmented in the coronal and sagittal views and voted on.
+    truth = region_mask(label, "WT")
+    task = logic.checkViewsTask(flair, red, output)
+    task.run()
+    assert task.finish()
+    checked = readMask(output, WHOLE_TUMOUR, flair)
+    print(f"three views: WT Dice {dice(before, truth):.3f} -> {dice(checked, truth):.3f}")
+    assert (checked != before).any() and dice(checked, truth) >= dice(before, truth) - 0.01
+    assert logic.undo()
+    np.testing.assert_array_equal(readMask(output, WHOLE_TUMOUR, flair), before)
+
+
+def test_check_in_three_views_needs_a_segmented_tumour(scene, caseDir):
+    logic = SAMBASegmentLogic(scene)
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    flair = loadVolume(scene, find_case_files(caseDir)[MODALITY])
+    output = logic.outputSegmentation(None, flair)
+    with pytest.raises(PromptError, match="segment WT is empty: segment the tumour"):
+        logic.checkViewsTask(flair, red, output)

@@ -45,7 +45,8 @@ def test_widgets_bound_to_parameters_name_fields_of_the_parameter_node(panel):
     bound = [child.property("SlicerParameterName") for child in panel.findChildren(QWidget)
              if child.property("SlicerParameterName")]
     assert len(bound) == len(set(bound))
-    assert set(bound) == {"flair", "t1", "t1ce", "t2", "promptModality", "output", "device", "useAdapter"}
+    assert set(bound) == {"flair", "t1", "t1ce", "t2", "promptModality", "output", "device", "useAdapter",
+                          "refineInThreeViews"}
     assert set(bound) <= fields
 
 
@@ -56,7 +57,8 @@ def test_each_shortcut_is_shown_on_its_button(panel):
         if key:
             assert f"({key})" in button.text(), button.objectName()
             shortcuts[key] = button.objectName()
-    assert set(shortcuts) == {"Alt+P", "Alt+N", "Alt+B", "Alt+S", "Alt+G", "Alt+A", "Alt+Z", "Alt+D", "Alt+R", "Alt+F"}
+    assert set(shortcuts) == {"Alt+P", "Alt+N", "Alt+B", "Alt+S", "Alt+G", "Alt+V", "Alt+A", "Alt+Z", "Alt+D", "Alt+R",
+                              "Alt+F"}
 
 
 def test_every_push_button_does_something(panel):

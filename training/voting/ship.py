@@ -53,9 +53,12 @@ def export(run: Path, destination: Path) -> dict:
 
 def _masks_of(evaluation: dict) -> str:
     """Which SAM produced the masks an evaluation fused, as the mask cache's settings record it."""
-    settings = Path(evaluation.get("masks", "")) / "settings.json"
-    engine = json.loads(settings.read_text())["engine"] if settings.is_file() else "LiteMedSAM zero-shot"
-    return f"SAM masks from {engine} (`--cache {Path(evaluation.get('masks', 'training/cache/voting_masks')).name}`)"
+    settings_file = Path(evaluation.get("masks", "")) / "settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    engine = settings.get("engine", "LiteMedSAM zero-shot")
+    views = ", each checked in three views" if settings.get("views", 1) == 3 else ", axial only"
+    return (f"SAM masks from {engine}{views} "
+            f"(`--cache {Path(evaluation.get('masks', 'training/cache/voting_masks')).name}`)")
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
@@ -81,9 +84,9 @@ image and mask alone give a whole tumour (the automatic path's). Validation case
 BraTS 2023 lesion-wise Dice). `rule` = WT from the FLAIR and T2 masks (voxels where at least half of them,
 i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's Otsu threshold in TC.
 `flair_sam` = the FLAIR SAM mask alone (WT only); `flair_network` = the network's whole tumour from the FLAIR image
-and mask alone (what `samba evaluate|segment --prompt auto` report). The engine applies the shipped SAM adapter by
-default, so `samba evaluate --refine` fuses the adapter's masks; `--no-adapter` fuses zero-shot masks, the ones the
-network was trained on.
+and mask alone (what `samba evaluate|segment --prompt auto` report). The engine applies the shipped SAM adapter and
+checks each mask in three views by default, so `samba evaluate --refine` fuses the adapter's three-view masks;
+`--views 1` fuses axial masks and `--no-adapter` zero-shot ones (the network was trained on zero-shot axial masks).
 
 {tables}
 
@@ -97,7 +100,8 @@ SAM's lesions, it does not add new ones); specks of ≤ 50 mm³ are removed regi
   enhancing part (Brats18_TCIA10_637_1: 1,585 ET voxels) pull the ET mean down.
 - Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with LiteMedSAM zero-shot, axial
   masks; volumes whose voxels differ by more than 20 % are fused on a 1 mm grid (SimpleITK, linear / nearest) and
-  the label brought back; coronal/sagittal masks (SAMBA's multi-view ensemble) are not used.
+  the label brought back. It was trained on axial masks; `samba` checks each mask in three views before fusing it
+  (`SAMBASegmentLib/multiview.py`, `--views 1` to skip), and the tables above say which masks each figure fused.
 - The automatic-prompt masks of the training cases come from a detector trained on those same cases, so they
   are better than on new cases.
 

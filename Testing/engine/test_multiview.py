@@ -1,0 +1,75 @@
+"""The three-view check: prompts from a mask's cross-sections, and the vote on a real validation tumour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from SAMBASegmentLib.labels import region_mask
+from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.multiview import cross_view_prompts, three_view_vote
+from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
+from SAMBASegmentLib.propagation import PropagationSettings
+from SAMBASegmentLib.simulation import box3d_prompt
+from SAMBASegmentLib.volumes import load_case
+
+# A validation case whose single-view propagation misses much of the tumour's border (never trained on).
+CHECK_CASE = "Brats18_TCIA01_425_1"
+
+
+def test_cross_view_prompts_box_each_component_of_each_cross_section():
+    mask = np.zeros((20, 30, 40), dtype=bool)
+    mask[5:10, 4:9, 10:14] = True  # two blobs side by side along i ...
+    mask[5:10, 4:9, 25:30] = True
+    mask[12:15, 20:24, 12:14] = True  # ... and one further along k and j
+    settings = PropagationSettings(box_margin=2, min_pixels=1)
+    coronal = cross_view_prompts(mask, 1, settings)  # slices across j: rows k, columns i
+    assert sorted(coronal) == [*range(4, 9), *range(20, 24)]
+    assert [p.box for p in coronal[6]] == [(3, 8, 11, 15), (3, 23, 11, 31)]
+    assert [p.box for p in coronal[21]] == [(10, 10, 16, 15)]
+    sagittal = cross_view_prompts(mask, 2, settings)  # slices across i: rows k, columns j
+    assert sorted(sagittal) == [*range(10, 14), *range(25, 30)]
+    assert [p.box for p in sagittal[12]] == [(3, 2, 11, 10), (10, 18, 16, 25)]  # both objects cross i = 12
+    assert cross_view_prompts(np.zeros_like(mask), 1) == {}
+
+
+def test_views_must_be_one_or_three(engine, real_case):
+    with pytest.raises(ValueError, match="views must be one of"):
+        checked_in_views(engine, real_case.volume("flair"), np.zeros(real_case.shape, bool), 0, 2)
+
+
+@pytest.fixture(scope="module")
+def checked(engine, data_dir: Path):
+    case = load_case(data_dir / CHECK_CASE)
+    truth = region_mask(case.label, "WT")
+    simulated = box3d_prompt(truth, 0)
+    volume = case.volume("flair")
+    single = segment_box3d(engine, volume, simulated.box, 0, simulated.seed_index, simulated.seed_box)[1].mask.copy()
+    steps: list[tuple[int, int]] = []
+    voted = three_view_vote(engine, volume, single, 0, progress=lambda done, total: steps.append((done, total)))
+    engine.clear_cache(volume)
+    return truth, single, voted, steps
+
+
+def test_three_view_check_raises_whole_tumour_dice_on_a_validation_case(checked):
+    truth, single, voted, steps = checked
+    print(f"{CHECK_CASE} FLAIR box3d WT Dice: one view {dice(single, truth):.3f}, three views {dice(voted, truth):.3f}")
+    assert dice(voted, truth) >= dice(single, truth) + 0.03
+    assert steps[-1][0] == steps[-1][1] and [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+def test_three_view_check_adds_no_new_object(checked):
+    _, single, voted, _ = checked
+    components, count = ndimage.label(voted, ndimage.generate_binary_structure(3, 3))
+    assert count >= 1
+    assert all((single & (components == n)).any() for n in range(1, count + 1))
+
+
+def test_three_view_check_cancelled_returns_the_mask_unchanged(engine, real_case):
+    mask = np.zeros(real_case.shape, dtype=bool)
+    mask[70:80, 100:120, 100:120] = True
+    result = three_view_vote(engine, real_case.volume("flair"), mask, 0, cancel=lambda: True)
+    np.testing.assert_array_equal(result, mask)
