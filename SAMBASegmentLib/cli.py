@@ -168,7 +168,8 @@ def _segment_refined(args: argparse.Namespace, case: Case, engine, axis: int, bo
             return segment_candidates(engine, volume, candidates, progress=callback)[0]
 
     def segment_one(volume, callback):
-        return checked_in_views(engine, volume, segment_prompted(volume, callback), axis, args.views, callback)
+        return checked_in_views(engine, volume, segment_prompted(volume, callback), axis, args.views, callback,
+                                slice_range=box.slice_range(axis) if box is not None else None)
     progress = _ModalityProgress(case.name)
     masks = segment_modalities(engine, case, segment_one, progress)
     progress.close()
@@ -211,7 +212,9 @@ def command_segment(args: argparse.Namespace) -> int:
         raw = auto.mask
     if args.views > 1:
         progress.bar.set_description(f"{case.name} {args.modality}: {args.views} views")
-    mask = remove_small_components(checked_in_views(engine, volume, raw, axis, args.views, progress), case.spacing)
+    depth = box.slice_range(axis) if box is not None else None
+    mask = remove_small_components(checked_in_views(engine, volume, raw, axis, args.views, progress,
+                                                    slice_range=depth), case.spacing)
     progress.close()
     if network is not None:
         mask = network.whole_tumour(args.modality, volume.array, mask, case.spacing)

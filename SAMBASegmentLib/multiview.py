@@ -41,11 +41,13 @@ def cross_view_prompts(mask: np.ndarray, axis: int, settings: PropagationSetting
 
 
 def three_view_vote(engine: SamEngine, volume: ScalarVolume, mask: np.ndarray, axis: int,
+                    slice_range: tuple[int, int] | None = None,
                     settings: PropagationSettings = PropagationSettings(), progress: ProgressCallback | None = None,
                     cancel: CancelCheck | None = None) -> np.ndarray:
     """``mask`` (segmented along ``axis``) re-segmented along the two other axes from its own cross-sections;
-    returns the voxels at least two of the three views agree on, in components that touch ``mask``. ``progress``
-    counts slices; when ``cancel`` returns True the mask is returned unchanged."""
+    returns the voxels at least two of the three views agree on, as pieces of ``mask``'s objects (``objects_of``),
+    within ``slice_range`` along ``axis`` when given (a box's depth: the clinician said the tumour ends there).
+    ``progress`` counts slices; when ``cancel`` returns True the mask is returned unchanged."""
     others = [other for other in VIEW_AXES if other != axis]
     prompts = {other: cross_view_prompts(mask, other, settings) for other in others}
     total, done = sum(len(p) for p in prompts.values()), 0
@@ -60,6 +62,10 @@ def three_view_vote(engine: SamEngine, volume: ScalarVolume, mask: np.ndarray, a
             if progress:
                 progress(done, total)
         votes += view
+    if slice_range is not None:
+        outside = np.ones(mask.shape[axis], dtype=bool)
+        outside[max(0, slice_range[0]): slice_range[1] + 1] = False
+        np.moveaxis(votes, axis, 0)[outside] = 0
     return objects_of(votes >= VOTES_NEEDED, mask)
 
 

@@ -60,11 +60,15 @@ def segment_slices(engine: SamEngine, volume: ScalarVolume, axis: int, prompts: 
 
 
 def checked_in_views(engine: SamEngine, volume: ScalarVolume, mask: np.ndarray, axis: int, views: int,
-                     progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> np.ndarray:
-    """``mask`` as it is (``views`` 1) or checked in the two other views by a three-view vote (``views`` 3)."""
+                     progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
+                     slice_range: tuple[int, int] | None = None) -> np.ndarray:
+    """``mask`` as it is (``views`` 1) or checked in the two other views by a three-view vote (``views`` 3), kept
+    within ``slice_range`` along ``axis`` (a box's depth) when given."""
     if views not in VIEW_CHOICES:
         raise ValueError(f"views must be one of {VIEW_CHOICES}, not {views}")
-    return three_view_vote(engine, volume, mask, axis, progress=progress, cancel=cancel) if views == 3 else mask
+    if views == 1:
+        return mask
+    return three_view_vote(engine, volume, mask, axis, slice_range, progress=progress, cancel=cancel)
 
 
 @dataclass
@@ -155,8 +159,9 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         else:
             slice_prompts[index] = prompts
             np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
-    prediction = remove_small_components(checked_in_views(engine, volume, prediction, axis, views, progress),
-                                         case.spacing)
+    depth = session.slice_range if session else None
+    prediction = remove_small_components(checked_in_views(engine, volume, prediction, axis, views, progress,
+                                                          slice_range=depth), case.spacing)
     if whole_tumour_network is not None:
         prediction = whole_tumour_network.whole_tumour(modality, volume.array, prediction, case.spacing)
     seconds = time.perf_counter() - start
@@ -200,8 +205,9 @@ def evaluate_case_refined(engine: SamEngine, case: Case, prompt: str, fusion: Vo
     candidates = _candidates(case, prompt, axis, detector)
 
     def segment_one(volume: ScalarVolume, callback: ProgressCallback | None) -> np.ndarray:
-        mask = _prompted_mask(engine, volume, truth, prompt, axis, callback, candidates)[0]
-        return checked_in_views(engine, volume, mask, axis, views, callback)
+        mask, session, _ = _prompted_mask(engine, volume, truth, prompt, axis, callback, candidates)
+        return checked_in_views(engine, volume, mask, axis, views, callback,
+                                slice_range=session.slice_range if session else None)
 
     masks = segment_modalities(engine, case, segment_one, progress)
     label = fuse(fusion, case, masks).label

@@ -519,8 +519,7 @@ class SAMBASegmentLogic:
         boxes = self.boxes(volumeNode)
         prompts = slicePrompts(target, boxes, markupsVoxels(positiveNode, volumeNode),
                                markupsVoxels(negativeNode, volumeNode))
-        deep = [box for box in boxes if box.hi[target.axis] > box.lo[target.axis]]
-        sliceRange = (min(b.lo[target.axis] for b in deep), max(b.hi[target.axis] for b in deep)) if deep else None
+        sliceRange = self._boxesDepth(volumeNode, target.axis)
         key = (volume.key, target.axis, tuple(boxes))
         session = self._session if self._sessionKey == key else None
         self._session = self._sessionKey = None  # kept again only if this run completes
@@ -545,6 +544,12 @@ class SAMBASegmentLogic:
 
         return SamTask(f"propagate from slice {target.index}", compute, write)
 
+    def _boxesDepth(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, axis: int) -> tuple[int, int] | None:
+        """The slices the boxes with depth span along ``axis`` (where propagation and the views check stay), or
+        None when no box has depth."""
+        deep = [box for box in self.boxes(volumeNode) if box.hi[axis] > box.lo[axis]]
+        return (min(b.lo[axis] for b in deep), max(b.hi[axis] for b in deep)) if deep else None
+
     def checkViewsTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
                        segmentationNode: slicer.vtkMRMLSegmentationNode) -> SamTask:
         """The whole-tumour segment as it is now (the annotator's corrections included), checked in the two views
@@ -558,12 +563,13 @@ class SAMBASegmentLogic:
                               "in three views")
         volume = self.scalarVolume(volumeNode)
         axis = sliceTarget(sliceNode, volumeNode).axis
+        sliceRange = self._boxesDepth(volumeNode, axis)
 
         def compute(task: SamTask) -> np.ndarray:
             def check(engine):
                 from SAMBASegmentLib.multiview import three_view_vote  # imports torch: off the main thread
 
-                checked = three_view_vote(engine, volume, mask, axis, progress=task.progress,
+                checked = three_view_vote(engine, volume, mask, axis, sliceRange, progress=task.progress,
                                           cancel=lambda: task.cancelled)
                 return checked, task.total
 
@@ -672,6 +678,7 @@ class SAMBASegmentLogic:
         if not boxes:
             raise PromptError("Refine segments every modality inside the boxes: draw or accept a box that spans "
                               "the tumour's slices first")
+        sliceRange = self._boxesDepth(referenceNode, axis)
 
         def compute(task: SamTask) -> Any:
             def segmentAll(engine):
@@ -689,7 +696,7 @@ class SAMBASegmentLogic:
                                               progress=functools.partial(progress, step=number * (len(boxes) + 1) + b)
                                               )[1].mask
                     masks[modality] = checked_in_views(
-                        engine, volume, mask, axis, views, cancel=lambda: task.cancelled,
+                        engine, volume, mask, axis, views, cancel=lambda: task.cancelled, slice_range=sliceRange,
                         progress=functools.partial(progress, step=number * (len(boxes) + 1) + len(boxes)))
                 return masks, sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) * len(volumes) * views
 

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.multiview import cross_view_prompts, three_view_vote
+from SAMBASegmentLib.multiview import SLIVER_FRACTION, cross_view_prompts, objects_of, three_view_vote
 from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
 from SAMBASegmentLib.propagation import PropagationSettings
 from SAMBASegmentLib.simulation import box3d_prompt
@@ -34,6 +34,22 @@ def test_cross_view_prompts_box_each_component_of_each_cross_section():
     assert sorted(sagittal) == [*range(10, 14), *range(25, 30)]
     assert [p.box for p in sagittal[12]] == [(3, 2, 11, 10), (10, 18, 16, 25)]  # both objects cross i = 12
     assert cross_view_prompts(np.zeros_like(mask), 1) == {}
+
+
+def test_the_vote_keeps_pieces_of_the_first_views_objects_but_not_slivers_or_new_objects():
+    mask = np.zeros((30, 30, 60), dtype=bool)
+    mask[5:25, 5:25, 5:35] = True  # a tumour ...
+    mask[10:13, 10:13, 50:53] = True  # ... and a small satellite lesion: 27 voxels, an object of its own
+    voted = mask.copy()
+    voted[:, :, 30:35] = False  # the vote trims the tumour's end (10,000 voxels left) ...
+    voted[5:7, 5:7, 33:35] = True  # ... and leaves an 8-voxel sliver cut off from it
+    voted[0:2, 0:2, 40:42] = True  # a blob where the first view had nothing
+    kept = objects_of(voted, mask)
+    assert 8 < SLIVER_FRACTION * 10_000
+    np.testing.assert_array_equal(kept[:, :, :30], voted[:, :, :30])  # the tumour's main piece
+    assert not kept[:, :, 32:35].any()  # the sliver
+    assert not kept[0:2, 0:2, 40:42].any()  # the new blob
+    assert kept[10:13, 10:13, 50:53].all()  # the satellite: the largest (only) piece of its own object
 
 
 def test_views_must_be_one_or_three(engine, real_case):
