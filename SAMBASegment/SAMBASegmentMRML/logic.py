@@ -685,12 +685,12 @@ class SAMBASegmentLogic:
                 from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
 
                 masks, steps = {}, len(volumes) * (len(boxes) + 1)  # each box, then the views check
+
+                def progress(done: int, slices: int, step: int) -> None:
+                    task.progress(step * slices + done, steps * slices)
+
                 for number, (modality, volume) in enumerate(volumes.items()):
                     mask = np.zeros(volume.array.shape, dtype=bool)
-
-                    def progress(done: int, slices: int, step: int) -> None:
-                        task.progress(step * slices + done, steps * slices)
-
                     for b, box in enumerate(boxes):
                         mask |= segment_box3d(engine, volume, box, axis, cancel=lambda: task.cancelled,
                                               progress=functools.partial(progress, step=number * (len(boxes) + 1) + b)
