@@ -40,7 +40,8 @@ was in.</li>
 slice by slice until the tumour ends (or the box's depth), with progress and Cancel while Slicer stays usable.
 A click on another slice followed by Propagate redoes only the slices beyond it. Dragging a box's handles repeats
 the last operation when the drag ends. <b>Check in 3 views</b> (Alt+V) re-segments the WT segment in the two other
-views and keeps what two of the three views agree on.</li>
+views and keeps what two of the three views agree on (not on volumes of thick slices: voxels more than twice as
+deep as wide).</li>
 <li><b>Propose boxes</b> (Alt+D) runs the tumour detector on FLAIR: each candidate appears as a yellow box and the
 views jump to the best one; <b>Accept</b> (Alt+A), drag, or <b>Reject</b> (Alt+R) it, and the views move to the next.
 Only accepted boxes prompt SAM.</li>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import numpy as np
 from .errors import ModalityError
 from .labels import region_mask
 from .metrics import region_scores
-from .multiview import three_view_vote
+from .multiview import three_view_problem, three_view_vote
 from .postprocessing import remove_small_components
 from .prompts import Box3D, PixelBox, SlicePrompt, add_click, to_slice
 from .propagation import CancelCheck, ProgressCallback, PropagationResult, PropagationSession, PropagationSettings
@@ -28,6 +29,7 @@ VIEW_CHOICES = (1, 3)  # the prompted view alone, or checked in all three (multi
 DEFAULT_VIEWS = 3
 REFINED_REGIONS = ("ET", "TC", "WT")
 ModalityProgress = Callable[[str, int, int], None]  # (modality, done, total)
+log = logging.getLogger(__name__)
 
 # A label value for the binary SAM result when written as a label map: the whole tumour.
 WHOLE_TUMOUR_VALUE = 1
@@ -63,10 +65,15 @@ def checked_in_views(engine: SamEngine, volume: ScalarVolume, mask: np.ndarray, 
                      progress: ProgressCallback | None = None, cancel: CancelCheck | None = None,
                      slice_range: tuple[int, int] | None = None) -> np.ndarray:
     """``mask`` as it is (``views`` 1) or checked in the two other views by a three-view vote (``views`` 3), kept
-    within ``slice_range`` along ``axis`` (a box's depth) when given."""
+    within ``slice_range`` along ``axis`` (a box's depth) when given. A volume too anisotropic for the other views
+    (``multiview.three_view_problem``) keeps its mask, with a warning."""
     if views not in VIEW_CHOICES:
         raise ValueError(f"views must be one of {VIEW_CHOICES}, not {views}")
     if views == 1:
+        return mask
+    problem = three_view_problem(volume.spacing)
+    if problem is not None:
+        log.warning(f"three-view check skipped, the first view's mask is kept: {problem}")
         return mask
     return three_view_vote(engine, volume, mask, axis, slice_range, progress=progress, cancel=cancel)
 

@@ -567,8 +567,11 @@ class SAMBASegmentLogic:
 
         def compute(task: SamTask) -> np.ndarray:
             def check(engine):
-                from SAMBASegmentLib.multiview import three_view_vote  # imports torch: off the main thread
+                from SAMBASegmentLib.multiview import three_view_problem, three_view_vote  # torch: off the main thread
 
+                problem = three_view_problem(volume.spacing)
+                if problem is not None:
+                    raise PromptError(f"{volumeNode.GetName()} cannot be checked in three views: {problem}")
                 checked = three_view_vote(engine, volume, mask, axis, sliceRange, progress=task.progress,
                                           cancel=lambda: task.cancelled)
                 return checked, task.total

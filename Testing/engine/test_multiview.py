@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,12 @@ from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.multiview import SLIVER_FRACTION, cross_view_prompts, objects_of, three_view_vote
+from SAMBASegmentLib.multiview import (SLIVER_FRACTION, cross_view_prompts, objects_of, three_view_problem,
+                                      three_view_vote)
 from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
 from SAMBASegmentLib.propagation import PropagationSettings
 from SAMBASegmentLib.simulation import box3d_prompt
-from SAMBASegmentLib.volumes import load_case
+from SAMBASegmentLib.volumes import ScalarVolume, load_case
 
 # A validation case whose single-view propagation misses much of the tumour's border (never trained on).
 CHECK_CASE = "Brats18_TCIA01_425_1"
@@ -55,6 +57,20 @@ def test_the_vote_keeps_pieces_of_the_first_views_objects_but_not_slivers_or_new
 def test_views_must_be_one_or_three(engine, real_case):
     with pytest.raises(ValueError, match="views must be one of"):
         checked_in_views(engine, real_case.volume("flair"), np.zeros(real_case.shape, bool), 0, 2)
+
+
+def test_thick_slices_keep_the_first_views_mask_with_a_warning(engine, real_case, caplog):
+    flair = real_case.volume("flair")
+    assert three_view_problem(flair.spacing) is None and three_view_problem((1.8, 1.0, 1.0)) is None
+    thick = ScalarVolume(flair.array[::5], (flair.spacing[0] * 5, *flair.spacing[1:]), flair.direction)
+    mask = np.zeros(thick.array.shape, dtype=bool)
+    mask[14:18, 100:130, 90:120] = True
+    calls = engine.encoder_calls
+    with caplog.at_level(logging.WARNING, logger="SAMBASegmentLib.pipeline"):
+        kept = checked_in_views(engine, thick, mask, 0, 3)
+    np.testing.assert_array_equal(kept, mask)
+    assert engine.encoder_calls == calls
+    assert "three-view check skipped" in caplog.text and "5.0 times as deep as wide (5 x 1 x 1 mm)" in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
-from SAMBASegmentMRML.logic import WHOLE_TUMOUR, SAMBASegmentLogic, readMask, sliceTarget
+from SAMBASegmentMRML.logic import (WHOLE_TUMOUR, SAMBASegmentLogic, ensureSegment, readMask, sliceTarget,
+                                   writeMask)
 from SAMBASegmentMRML.selftest import CASE, MIN_WHOLE_TUMOUR_DICE, MODALITY, loadVolume, runBoxPropagation, showSlice
 
 from SAMBASegmentLib.errors import PromptError
-from SAMBASegmentLib.labels import CLASS_NAMES, region_mask, to_internal
+from SAMBASegmentLib.labels import CLASS_NAMES, WHOLE_TUMOUR_COLOUR, region_mask, to_internal
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import corrective_click
 from SAMBASegmentLib.volumes import find_case_files
@@ -71,3 +72,19 @@ def test_check_in_three_views_needs_a_segmented_tumour(scene, caseDir):
     output = logic.outputSegmentation(None, flair)
     with pytest.raises(PromptError, match="segment WT is empty: segment the tumour"):
         logic.checkViewsTask(flair, red, output)
+
+
+def test_check_in_three_views_refuses_thick_slices_and_keeps_the_segment(scene, caseDir):
+    logic = SAMBASegmentLogic(scene)
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    flair = loadVolume(scene, find_case_files(caseDir)[MODALITY])
+    flair.SetSpacing(1.0, 1.0, 5.0)  # an older scanner's 5 mm axial series
+    output = logic.outputSegmentation(None, flair)
+    mask = np.zeros(slicer.util.arrayFromVolume(flair).shape, dtype=bool)
+    mask[14:18, 100:130, 90:120] = True
+    writeMask(output, ensureSegment(output, WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR), mask, flair)
+    task = logic.checkViewsTask(flair, red, output)
+    task.run()
+    with pytest.raises(PromptError, match="cannot be checked in three views: its voxels are 5.0 times as deep"):
+        task.finish()
+    np.testing.assert_array_equal(readMask(output, WHOLE_TUMOUR, flair), mask)

@@ -3,14 +3,14 @@
 Detection: box recall/precision (IoU ≥ 0.5) and slice-level tumour/no-tumour accuracy on every brain slice,
 candidate hits and false candidates, seconds per case for the proposals, and (``--map``) ultralytics mAP50
 on the exported slices of the same cases. Automatic path (unless ``--no-sam``): ``detection.segment_auto`` —
-the very function the CLI calls, with the CLI's removal of specks and the voting network's redrawing of the
-whole tumour (``wt_dice``; SAM's own mask: ``wt_dice_sam``) — then whole-tumour Dice per case, zero-shot
-and/or with the SAM adapter, for each prompting variant (``--variants``).
+the very function the CLI calls, with the CLI's three-view check (``--views``), removal of specks and the voting
+network's redrawing of the whole tumour (``wt_dice``; SAM's own mask: ``wt_dice_sam``) — then whole-tumour Dice per
+case, zero-shot and/or with the SAM adapter, for each prompting variant (``--variants``).
 ``--qualities`` adds lower-quality copies (thick slices, noise, bias field).
 Tune thresholds with ``--side tune`` (training-side cases); report with ``--side val``.
 
     .venv/bin/python -m training.detector.evaluate --side val [--weights PATH] [--adapters none,default]
-        [--qualities none,thick,noise,bias] [--map] [--no-sam] --json training/runs/detector/eval_val.json
+        [--qualities none,thick,noise,bias] [--views 1|3] [--map] [--no-sam] --json training/runs/detector/eval_val.json
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from SAMBASegmentLib.detection import (Candidate, DetectionSettings, TumourDetec
                                        link_detections, segment_auto)
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
+from SAMBASegmentLib.pipeline import DEFAULT_VIEWS, VIEW_CHOICES, checked_in_views
 from SAMBASegmentLib.postprocessing import remove_small_components
 from SAMBASegmentLib.prompts import PixelBox
 from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
@@ -172,7 +173,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--adapters", default="none",
                         help="comma-separated SAM adapters: none (zero-shot), default, shipped, or a folder")
-    parser.add_argument("--variants", default="propagate", help=f"comma-separated: {','.join(VARIANTS)}")
+    parser.add_argument("--variants", default="boxes",
+                        help=f"comma-separated: {','.join(VARIANTS)} (default boxes: the CLI's settings)")
     parser.add_argument("--qualities", default="none",
                         help=f"comma-separated: none (the cases as they are), {', '.join(DEGRADATIONS)}")
     parser.add_argument("--min-score", type=float, help="override DetectionSettings.min_score")
@@ -180,6 +182,8 @@ def main() -> None:
     parser.add_argument("--no-sam", action="store_true", help="detection figures only")
     parser.add_argument("--voting", type=Path, default=VOTING_DIR,
                         help="the voting network that redraws the whole tumour (default: the shipped one)")
+    parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEW_CHOICES,
+                        help="3: SAM's mask checked in three views before the redraw, as samba does by default")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
@@ -203,8 +207,9 @@ def main() -> None:
     unknown = set(degradations) - {"none", *DEGRADATIONS}
     if unknown:
         parser.error(f"unknown qualities {sorted(unknown)}; expected none or {', '.join(DEGRADATIONS)}")
-    report: dict = {"side": args.side, "detector": detector.describe(), "settings": asdict(settings),
-                    "engines": {a: e.describe() for a, e in engines.items()}, "by_quality": {}}
+    report: dict = {"side": args.side, "views": args.views, "detector": detector.describe(),
+                    "settings": asdict(settings), "engines": {a: e.describe() for a, e in engines.items()},
+                    "by_quality": {}}
     for quality in degradations:
         cases: dict[str, dict] = {}
         for seed, name in enumerate(case_roles()[args.side]):
@@ -212,12 +217,13 @@ def main() -> None:
             volume, truth = case.volume(detector.modality), region_mask(case.label, "WT")
             if quality != "none":
                 volume, truth = degrade_case(volume, truth, quality, seed)
+            axis = volume.view_axis("axial")
             entry = {"detection": detection_figures(detector, volume, truth, settings, min_pixels), "auto": {}}
             for adapter, engine in engines.items():
                 for variant in variants:  # variants share the slice embeddings: only the first pays the encoder
-                    result = segment_auto(engine, detector, volume, volume.view_axis("axial"),
-                                          replace(settings, **VARIANTS[variant]))
-                    sam_mask = remove_small_components(result.mask, volume.spacing)
+                    result = segment_auto(engine, detector, volume, axis, replace(settings, **VARIANTS[variant]))
+                    sam_mask = remove_small_components(
+                        checked_in_views(engine, volume, result.mask, axis, args.views), volume.spacing)
                     redrawn = network.whole_tumour(detector.modality, volume.array, sam_mask, volume.spacing)
                     entry["auto"][f"{adapter}/{variant}"] = {
                         "wt_dice": dice(redrawn, truth), "wt_dice_sam": dice(sam_mask, truth),
