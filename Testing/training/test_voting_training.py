@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS
 from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
-from training.voting.train import PATCH, load_training_case, sample_patch, voting_loss
+from training.voting.train import MAX_BORDER_SHIFT, PATCH, load_training_case, sample_patch, voting_loss
 
 CASE = "brats_2013_pat0006_1"  # training side; FLAIR and T1ce only, so dropped modalities are exercised too
 
@@ -49,6 +50,28 @@ def test_patches_keep_images_masks_and_labels_aligned(data_dir: Path, tmp_path: 
         if flags[flair]:  # tumour is bright on FLAIR in this case, after any flip
             image = inputs[flair]
             assert regions[0].sum() < 100 or image[regions[0] > 0].mean() > image[(regions[0] == 0) & (image > 0)].mean()
+
+
+def test_mask_noise_moves_each_masks_border_by_a_few_voxels_only(data_dir: Path, tmp_path: Path):
+    case = load_case(data_dir / CASE)
+    _cache_exact_masks(case, tmp_path)
+    volumes = load_training_case(data_dir / CASE, tmp_path)
+    rng = np.random.default_rng(2)
+    grown = shrunk = 0
+    for _ in range(12):
+        inputs, regions = sample_patch(volumes, rng, drop_probabilities=(0.0,), mask_noise=1.0)
+        whole = regions[0] > 0
+        if whole.sum() < 2000:
+            continue
+        widest = ndimage.binary_dilation(whole, iterations=MAX_BORDER_SHIFT)
+        narrowest = ndimage.binary_erosion(whole, iterations=MAX_BORDER_SHIFT)
+        for channel in np.nonzero(inputs[2 * len(MODALITIES):, 0, 0, 0])[0]:
+            mask = inputs[len(MODALITIES) + channel] > 0
+            assert not np.array_equal(mask, whole)  # every mask was perturbed ...
+            assert np.all(mask <= widest) and np.all(narrowest <= mask)  # ... by at most MAX_BORDER_SHIFT voxels
+            grown += int(mask.sum() > whole.sum())
+            shrunk += int(mask.sum() < whole.sum())
+    assert grown > 0 and shrunk > 0
 
 
 def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path):

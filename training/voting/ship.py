@@ -22,6 +22,7 @@ from SAMBASegmentLib.weights import sha256_of
 from ..ship import LICENCES
 from ..split import SPLIT_PATH, load_split
 from .evaluate import format_table
+from .train import MAX_BORDER_SHIFT
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
 
@@ -43,7 +44,7 @@ def export(run: Path, destination: Path) -> dict:
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop") if k in settings},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise") if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
@@ -62,6 +63,10 @@ def _masks_of(evaluation: dict) -> str:
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
+    mask_noise = manifest.get("training_settings", {}).get("mask_noise", 0.0)
+    border_noise = (f"\nEach modality's SAM mask had its border moved in or out by 1-{MAX_BORDER_SHIFT} voxels in "
+                    f"{mask_noise:.0%} of the patches,\nso the network learns to place a border from the image rather "
+                    "than copy SAM's." if mask_noise else "")
     tables = "\n\n".join(f"{_masks_of(e)}:\n\n{format_table(e['summary'])}" for e in evaluations)
     return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
 
@@ -75,8 +80,10 @@ Weights: `{manifest['file']}` ({manifest['bytes'] / 1e6:.2f} MB, safetensors, sh
 engine produced for {len(manifest['training_cases'])} training cases with the clinician's `box3d` box, two jittered
 copies of it and the detector's automatic prompts (`python -m training.voting.masks`, then
 `python -m training.voting.train`, the recipe in `training/README.md`). Modalities were dropped at random in
-training, down to a single one in the last phase, so a missing modality is an expected input and one modality's
-image and mask alone give a whole tumour (the automatic path's). Validation cases (never trained on):
+training (`--drop` {manifest.get('training_settings', {}).get('drop')}: the chances of dropping one, two, three),
+so a missing modality is an expected input and one modality's image and mask alone give a whole tumour (the
+automatic path's).{border_noise}
+Validation cases (never trained on):
 {', '.join(manifest['never_seen'])}.
 
 ## Validation (the {len(manifest['never_seen'])} cases above)
