@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop", type=float, nargs="+", default=list(DROP_PROBABILITIES),
                         help="chance that 1, 2, (3) modalities are dropped from a patch")
     parser.add_argument("--mask-noise", type=float, default=0.5,
-                        help="chance that a modality's SAM mask is eroded or dilated by 1-3 voxels in a patch")
+                        help=f"chance that a modality's SAM mask is eroded or dilated by 1-{MAX_BORDER_SHIFT} voxels "
+                             "in a patch")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
