@@ -33,6 +33,7 @@ from .split import DEFAULT_DATA_DIR, case_dirs
 
 TRAINED = ("prompt_encoder", "mask_decoder")
 AXIAL = 0
+BATCH_SIZE = 8
 
 
 def probe_slices(cache: EmbeddingCache, modality: str = "flair") -> list[int]:
@@ -61,7 +62,7 @@ def probe_loss(core: PromptedSam, cache: EmbeddingCache, indices: list[int], rng
     return F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
 
 
-def train_probe(cache: EmbeddingCache, steps: int, batch_size: int = 8, seed: int = 0,
+def train_probe(cache: EmbeddingCache, steps: int, batch_size: int = BATCH_SIZE, seed: int = 0,
                 log_every: int = 20) -> tuple[PromptedSam, list[float]]:
     """The probe's fine-tuning; returns the model and the mean loss of every ``log_every`` steps."""
     torch.manual_seed(seed)
@@ -89,7 +90,8 @@ def train_probe(cache: EmbeddingCache, steps: int, batch_size: int = 8, seed: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default="training/cache/default", help="embedding cache (python -m training.cache)")
-    parser.add_argument("--steps", type=int, default=240, help="batches of 8 (240: about four minutes on this CPU)")
+    parser.add_argument("--steps", type=int, default=240,
+                        help=f"batches of {BATCH_SIZE} (240: about four minutes on this CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--views", type=int, default=1, choices=VIEW_CHOICES,
                         help="1 as the probe; 3 as samba evaluate's default")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = evaluate_case(engine, load_case(folder), "points", views=args.views)
         rows.append(evaluation.as_json())
         print(f"{folder.name}: points WT Dice {evaluation.scores['WT']['dice']:.3f}", flush=True)
-    report = {"probe": {"steps": args.steps, "batch_size": 8, "slices": len(probe_slices(cache)),
+    report = {"probe": {"steps": args.steps, "batch_size": BATCH_SIZE, "slices": len(probe_slices(cache)),
                         "training_seconds": round(training_seconds, 1), "losses": losses, "seed": args.seed},
               "views": args.views, "rows": rows,
               "mean_wt_dice": float(np.mean([r["WT"]["dice"] for r in rows])),
