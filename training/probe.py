@@ -45,8 +45,9 @@ def probe_slices(cache: EmbeddingCache, modality: str = "flair") -> list[int]:
 def probe_model() -> PromptedSam:
     """Zero-shot LiteMedSAM with only the prompt encoder and mask decoder trainable."""
     core = PromptedSam(load_sam(adapter=None).model)
-    for name, parameter in core.named_parameters():
-        parameter.requires_grad_(name.split(".")[1] in TRAINED)
+    core.requires_grad_(False)
+    for module in TRAINED:
+        getattr(core.sam, module).requires_grad_(True)
     core.train()
     freeze_batchnorm(core)
     return core
