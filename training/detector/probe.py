@@ -42,7 +42,8 @@ AXIAL = 0
 
 def export_probe_data(out: Path, data_dir: Path = DEFAULT_DATA_DIR) -> Path:
     """The probe's data set: every other tumour slice and ~1 empty slice in 10 of all 18 training cases (no
-    degraded copies), plus every tumour slice of the validation cases for ultralytics' mAP50. Returns the yaml."""
+    degraded copies), plus every tumour slice (and ~1 empty in 10) of the validation cases for ultralytics' mAP50,
+    which is only reported: the probe keeps its last epoch's weights. Returns the yaml."""
     yaml = out / "probe.yaml"
     if yaml.is_file():
         return yaml
