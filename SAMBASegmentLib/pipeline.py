@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .corrections import correct_with_click
 from .errors import ModalityError
 from .labels import region_mask
 from .metrics import region_scores
@@ -156,16 +157,15 @@ def evaluate_case(engine: SamEngine, case: Case, prompt: str, modality: str = "f
         if click is None:
             break
         index, row, col = to_slice(axis, click.index)
-        prompts = add_click((session.slice_prompts if session else slice_prompts).get(index, []), row, col,
-                            click.positive)
-        if not prompts:  # a negative click where nothing was segmented: the protocol has nothing left to fix
-            break
+        # A negative click where nothing was segmented leaves the protocol nothing to fix: it stops.
         if prompt == "box3d":
+            prompts = add_click(session.slice_prompts.get(index, []), row, col, click.positive)
+            if not prompts:
+                break
             session.run(index, prompts)
             prediction = session.mask.copy()
-        else:
-            slice_prompts[index] = prompts
-            np.moveaxis(prediction, axis, 0)[index] = engine.segment(volume, axis, index, prompts)
+        elif not correct_with_click(engine, volume, axis, prediction, slice_prompts, index, row, col, click.positive):
+            break
     depth = session.slice_range if session else None
     prediction = remove_small_components(checked_in_views(engine, volume, prediction, axis, views, progress,
                                                           slice_range=depth), case.spacing)

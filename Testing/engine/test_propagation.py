@@ -96,11 +96,11 @@ def test_corrective_click_follows_the_protocol():
 
 
 def test_corrective_clicks_reach_the_model(engine, real_case):
-    """Each simulated click lands in the prediction: box2d with clicks differs from box2d alone, on few slices,
-    without a new embedding. (Zero-shot LiteMedSAM is box-trained: whether clicks *help* is the adapter's job.)"""
+    """Each simulated click lands in the prediction: box2d with clicks differs from box2d alone, in at most one run
+    of neighbouring slices per click (corrections.py carries a click's change to the slices beside it).
+    (Zero-shot LiteMedSAM is box-trained: whether clicks *help* is the adapter's job.)"""
     without = evaluate_case(engine, real_case, "box2d", clicks=0)
-    calls = engine.encoder_calls
     with_clicks = evaluate_case(engine, real_case, "box2d", clicks=2)
     changed_slices = np.nonzero((without.prediction != with_clicks.prediction).any(axis=(1, 2)))[0]
-    assert 1 <= len(changed_slices) <= 2
-    assert engine.encoder_calls == calls
+    runs = 1 + int(np.count_nonzero(np.diff(changed_slices) > 1)) if len(changed_slices) else 0
+    assert 1 <= runs <= 2
