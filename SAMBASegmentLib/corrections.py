@@ -10,8 +10,8 @@ from the clicked change's by more than ``intensity_tolerance`` (the volume is no
 point the click would pull in other tissue.
 
 Measured with three corrective clicks after one click per tumour slice (FLAIR, shipped adapter, one view, the
-CVPR 2025 click protocol): settings chosen on four training cases (clicks on their slice only: 0.889 → 0.889;
-carried: 0.892); on the six validation cases 0.792 on their slice only, 0.799 carried (four cases gain, one is
+CVPR 2025 click protocol): settings chosen on four training cases (no clicks 0.889, clicks on their slice only
+0.889, carried 0.892); on the six validation cases 0.792 on their slice only, 0.799 carried (four cases gain, one is
 unchanged, one loses 0.6 points); with the three-view check 0.834 → 0.837.
 """
 
