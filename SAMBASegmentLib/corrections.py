@@ -17,7 +17,6 @@ unchanged, one loses 0.6 points); with the three-view check 0.834 → 0.837.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,23 +67,22 @@ def correct_with_click(engine: SamEngine, volume: ScalarVolume, axis: int, mask:
                                  change, positive, reference, settings)
             if accepted is None:
                 break
-            slice_prompts[current], new = accepted
-            change = _change(slices[current], new, positive)
-            slices[current] = new
+            slice_prompts[current], slices[current], change = accepted
             changed.append(current)
             current += direction
     return sorted(changed)
 
 
-def _carry_to(engine: SamEngine, volume: ScalarVolume, axis: int, old: np.ndarray, prompts: Sequence[SlicePrompt],
+def _carry_to(engine: SamEngine, volume: ScalarVolume, axis: int, old: np.ndarray, prompts: list[SlicePrompt],
               index: int, previous_change: np.ndarray, positive: bool, reference: float, settings: CarrySettings
-              ) -> tuple[list[SlicePrompt], np.ndarray] | None:
-    """The neighbour's new prompts and mask when the correction carries to it, else None (the carry stops)."""
+              ) -> tuple[list[SlicePrompt], np.ndarray, np.ndarray] | None:
+    """The neighbour's new prompts, mask and change when the correction carries to it, else None (the carry
+    stops)."""
     still_wrong = previous_change & ~old if positive else previous_change & old
     if still_wrong.sum() < settings.min_pixels:
         return None
     row, col = interior_point(still_wrong)
-    updated = add_click(list(prompts), row, col, positive)
+    updated = add_click(prompts, row, col, positive)
     if not updated:
         return None
     new = engine.segment(volume, axis, index, updated)
@@ -94,4 +92,4 @@ def _carry_to(engine: SamEngine, volume: ScalarVolume, axis: int, old: np.ndarra
         return None
     if abs(float(volume.slice(axis, index)[change].mean()) - reference) > settings.intensity_tolerance:
         return None
-    return updated, new
+    return updated, new, change
