@@ -132,6 +132,7 @@ class SAMBASegmentParameterNode:
     device: Device = Device.AUTOMATIC
     useAdapter: bool = True
     refineInThreeViews: bool = True
+    carryCorrections: bool = True
 
 
 class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -169,7 +170,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.negativePointButton.clicked.connect(lambda: self._place(self._pointsNode(positive=False), True))
         self.ui.boxButton.clicked.connect(lambda: self._place(self.logic.createBoxNode(), False))
         self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
-        self.ui.segmentSliceButton.clicked.connect(lambda: self._run(self.logic.segmentSliceTask))
+        self.ui.segmentSliceButton.clicked.connect(lambda: self._run(self._segmentSliceTask))
         self.ui.propagateButton.clicked.connect(lambda: self._run(self.logic.propagateTask))
         self.ui.checkViewsButton.clicked.connect(lambda: self._run(self._checkViewsTask))
         self.ui.proposeBoxesButton.clicked.connect(lambda: self._run(self._proposeTask))
@@ -321,6 +322,10 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                    if getattr(self._parameterNode, m.value) is not None}
         return self.logic.refineTask(volumes, volume, sliceNode, output,
                                      views=3 if self._parameterNode.refineInThreeViews else 1)
+
+    def _segmentSliceTask(self, volume, sliceNode, output, *points) -> SamTask:
+        return self.logic.segmentSliceTask(volume, sliceNode, output, *points,
+                                           carry=self._parameterNode.carryCorrections)
 
     def _checkViewsTask(self, volume, sliceNode, output, *points) -> SamTask:
         return self.logic.checkViewsTask(volume, sliceNode, output)

@@ -17,9 +17,11 @@ unchanged, one loses 0.6 points); with the three-view check 0.834 → 0.837.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .prompts import SlicePrompt, add_click, interior_point
 from .sam.engine import SamEngine
@@ -30,16 +32,14 @@ from .volumes import ScalarVolume
 class CarrySettings:
     """``min_pixels``: a smaller change ends the carry; ``max_growth``: a neighbour's change may be at most this
     times the previous slice's; ``intensity_tolerance``: the largest difference of mean normalised intensity
-    between a neighbour's change and the clicked slice's."""
+    between a neighbour's change and the clicked slice's; ``local``: a neighbour's change is only the pieces of it
+    that touch the previous slice's change (where the result is an annotator's mask rather than SAM's own, SAM's
+    disagreement elsewhere on the slice is not part of the correction)."""
 
     min_pixels: int = 10
     max_growth: float = 1.5
     intensity_tolerance: float = 0.10
-
-
-def _change(old: np.ndarray, new: np.ndarray, positive: bool) -> np.ndarray:
-    """What a click of this sign changed: tumour added (positive) or removed (negative)."""
-    return new & ~old if positive else old & ~new
+    local: bool = False
 
 
 def correct_with_click(engine: SamEngine, volume: ScalarVolume, axis: int, mask: np.ndarray,
@@ -55,22 +55,48 @@ def correct_with_click(engine: SamEngine, volume: ScalarVolume, axis: int, mask:
     before = slices[index].copy()
     slices[index] = engine.segment(volume, axis, index, prompts)
     slice_prompts[index] = prompts
-    changed = [index]
-    first = _change(before, slices[index], positive)
-    if first.sum() < settings.min_pixels:
-        return changed
-    reference = float(volume.slice(axis, index)[first].mean())
+    carried = carry_correction(engine, volume, axis, mask, index, correction(before, slices[index], positive),
+                               positive, lambda neighbour: slice_prompts.get(neighbour, []), settings)
+    for neighbour, (updated, new, _) in carried.items():
+        slice_prompts[neighbour], slices[neighbour] = updated, new
+    return sorted([index, *carried])
+
+
+def correction(old: np.ndarray, new: np.ndarray, positive: bool) -> np.ndarray:
+    """What a correction of this sign changed on a slice: tumour added (positive) or removed (negative)."""
+    return new & ~old if positive else old & ~new
+
+
+def pieces_touching(change: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The 8-connected pieces of ``change`` that overlap ``reference``."""
+    pieces, _ = ndimage.label(change, structure=np.ones((3, 3), dtype=bool))
+    return np.isin(pieces, np.unique(pieces[reference & change]))
+
+
+def carry_correction(engine: SamEngine, volume: ScalarVolume, axis: int, mask: np.ndarray, index: int,
+                     change: np.ndarray, positive: bool, prompts_of: Callable[[int], list[SlicePrompt]],
+                     settings: CarrySettings = CarrySettings()
+                     ) -> dict[int, tuple[list[SlicePrompt], np.ndarray, np.ndarray]]:
+    """Carry ``change`` (what a correction did on slice ``index``) outwards to the neighbouring slices of ``mask``,
+    which is not written. ``prompts_of(slice)`` gives the prompts a neighbour was segmented with. Returns, for each
+    neighbour the correction reaches, its prompts with the carried click, SAM's new mask and the change it makes;
+    the caller decides how to apply them."""
+    slices = np.moveaxis(mask, axis, 0)
+    carried: dict[int, tuple[list[SlicePrompt], np.ndarray, np.ndarray]] = {}
+    if change.sum() < settings.min_pixels:
+        return carried
+    reference = float(volume.slice(axis, index)[change].mean())
     for direction in (-1, 1):
-        change, current = first, index + direction
+        previous, current = change, index + direction
         while 0 <= current < slices.shape[0]:
-            accepted = _carry_to(engine, volume, axis, slices[current], slice_prompts.get(current, []), current,
-                                 change, positive, reference, settings)
+            accepted = _carry_to(engine, volume, axis, slices[current], prompts_of(current), current, previous,
+                                 positive, reference, settings)
             if accepted is None:
                 break
-            slice_prompts[current], slices[current], change = accepted
-            changed.append(current)
+            carried[current] = accepted
+            previous = accepted[2]
             current += direction
-    return sorted(changed)
+    return carried
 
 
 def _carry_to(engine: SamEngine, volume: ScalarVolume, axis: int, old: np.ndarray, prompts: list[SlicePrompt],
@@ -86,7 +112,9 @@ def _carry_to(engine: SamEngine, volume: ScalarVolume, axis: int, old: np.ndarra
     if not updated:
         return None
     new = engine.segment(volume, axis, index, updated)
-    change = _change(old, new, positive)
+    change = correction(old, new, positive)
+    if settings.local:
+        change = pieces_touching(change, previous_change)
     size = int(change.sum())
     if size < settings.min_pixels or size > settings.max_growth * previous_change.sum():
         return None

@@ -26,7 +26,7 @@ from vtk.util import numpy_support
 
 from SAMBASegmentLib.errors import PromptError, VolumeError
 from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES, WHOLE_TUMOUR_COLOUR
-from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click, to_slice
+from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click, component_boxes, to_slice
 from SAMBASegmentLib.volumes import MODALITIES, ScalarVolume, normalise_intensities, role_of_name
 
 MODULE_NAME = "SAMBASegment"
@@ -488,22 +488,84 @@ class SAMBASegmentLogic:
     def segmentSliceTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
                          segmentationNode: slicer.vtkMRMLSegmentationNode,
                          positiveNode: slicer.vtkMRMLMarkupsFiducialNode | None = None,
-                         negativeNode: slicer.vtkMRMLMarkupsFiducialNode | None = None) -> SamTask:
-        """SAM on the slice the view shows, with the boxes and clicks on it; only that slice of the segment changes."""
+                         negativeNode: slicer.vtkMRMLMarkupsFiducialNode | None = None,
+                         carry: bool = True) -> SamTask:
+        """SAM on the slice the view shows, with the boxes and clicks on it. With ``carry``, what the clicks on it
+        add (+) or remove (−) is carried to the neighbouring slices while the tissue looks alike
+        (SAMBASegmentLib.corrections): a missed lobe or a leak spans several slices. On those slices only the
+        carried change is applied; the rest of them, the annotator's corrections included, stays."""
         volume = self.scalarVolume(volumeNode)
         target = sliceTarget(sliceNode, volumeNode)
-        prompts = slicePrompts(target, self.boxes(volumeNode), markupsVoxels(positiveNode, volumeNode),
-                               markupsVoxels(negativeNode, volumeNode))
+        positives, negatives = markupsVoxels(positiveNode, volumeNode), markupsVoxels(negativeNode, volumeNode)
+        prompts = slicePrompts(target, self.boxes(volumeNode), positives, negatives)
+        signs = [positive for voxels, positive in ((positives, True), (negatives, False))
+                 if any(to_slice(target.axis, voxel)[0] == target.index for voxel in voxels)] if carry else []
+        segmentation = segmentationNode.GetSegmentation()
+        current = (readMask(segmentationNode, WHOLE_TUMOUR, volumeNode)
+                   if signs and segmentation is not None and segmentation.GetSegment(WHOLE_TUMOUR) is not None
+                   else np.zeros(volumeShape(volumeNode), bool))
 
-        def compute(task: SamTask) -> np.ndarray:
-            plane = self._timed(lambda engine: (engine.segment(volume, target.axis, target.index, prompts), 1))
+        def compute(task: SamTask) -> tuple[tuple[int, int], np.ndarray]:
+            def segment(engine):
+                mask = current.copy()
+                planes = np.moveaxis(mask, target.axis, 0)
+                before = planes[target.index].copy()
+                planes[target.index] = engine.segment(volume, target.axis, target.index, prompts)
+                changed = {target.index}
+                for positive in signs:
+                    changed.update(self._carry(engine, volume, target, mask, before, positive, positives, negatives))
+                return (mask, changed), len(changed)
+
+            mask, changed = self._timed(segment)
             task.progress(1, 1)
-            return plane[None]
+            low, high = min(changed), max(changed)
+            return (low, high), np.take(mask, range(low, high + 1), axis=target.axis)
 
-        def write(plane: np.ndarray) -> None:
-            self._replaceSlices(segmentationNode, volumeNode, target.axis, (target.index, target.index), plane)
+        def write(result: tuple[tuple[int, int], np.ndarray]) -> None:
+            slices, slab = result
+            self._replaceSlices(segmentationNode, volumeNode, target.axis, slices, slab)
 
         return SamTask(f"segment slice {target.index}", compute, write)
+
+    @staticmethod
+    def _carry(engine, volume: ScalarVolume, target: SliceTarget, mask: np.ndarray, before: np.ndarray,
+               positive: bool, positives: list[Voxel], negatives: list[Voxel]) -> list[int]:
+        """Carry what the clicks of one sign changed on the target slice of ``mask`` (it was ``before``), the
+        pieces of the change under those clicks, to the neighbouring slices, applying only the carried change there;
+        returns the slices it reached."""
+        from SAMBASegmentLib.corrections import (  # torch: off the main thread
+            CarrySettings, carry_correction, correction, pieces_touching,
+        )
+        from SAMBASegmentLib.propagation import PropagationSettings
+
+        planes = np.moveaxis(mask, target.axis, 0)
+
+        def promptsOf(index: int) -> list[SlicePrompt]:
+            """What a neighbour is prompted with besides the carried click: for a + click nothing (SAM segments the
+            object under it, and only what it adds is kept), for a − click a box around each piece of the
+            neighbour's segment (the piece the click falls in is re-segmented without the leak); plus the points
+            placed on the neighbour."""
+            settings = PropagationSettings()
+            prompts = [] if positive else [SlicePrompt(box=box) for box in component_boxes(
+                planes[index], settings.box_margin, settings.min_pixels)]
+            for voxels, sign in ((positives, True), (negatives, False)):
+                for voxel in voxels:
+                    pointIndex, row, col = to_slice(target.axis, voxel)
+                    if pointIndex == index:
+                        prompts = add_click(prompts, row, col, sign)
+            return prompts
+
+        clicks = np.zeros_like(before)
+        for voxel in positives if positive else negatives:
+            pointIndex, row, col = to_slice(target.axis, voxel)
+            if pointIndex == target.index:
+                clicks[row, col] = True
+        change = pieces_touching(correction(before, planes[target.index], positive), clicks)
+        carried = carry_correction(engine, volume, target.axis, mask, target.index, change, positive, promptsOf,
+                                   CarrySettings(local=True))
+        for index, (_, _, carriedChange) in carried.items():
+            planes[index] = planes[index] | carriedChange if positive else planes[index] & ~carriedChange
+        return list(carried)
 
     def propagateTask(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
                       segmentationNode: slicer.vtkMRMLSegmentationNode,

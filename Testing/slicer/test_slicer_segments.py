@@ -7,15 +7,17 @@ import time
 import numpy as np
 import pytest
 import slicer
+from scipy import ndimage
 import vtk
 from SAMBASegmentMRML.logic import (
-    WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR, SAMBASegmentLogic, boxToROI, readMask, writeLabelMap,
+    WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR, SAMBASegmentLogic, boxToROI, ensureSegment, ijkToWorld, readMask,
+    writeLabelMap, writeMask,
 )
 from SAMBASegmentMRML.selftest import loadVolume, showSlice
 
 from SAMBASegmentLib.labels import CLASS_COLOURS, CLASS_NAMES, region_mask, to_internal
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.prompts import SlicePrompt
+from SAMBASegmentLib.prompts import SlicePrompt, interior_point
 from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import LABEL_KEY, find_case_files
 
@@ -114,3 +116,94 @@ def test_propagation_runs_off_the_main_thread_and_cancel_writes_nothing(case):
     assert not task.finish()
     assert output.GetSegmentation().GetSegment(WHOLE_TUMOUR) is None
     assert not logic.canUndo
+
+
+HALF_SLAB = 3  # slices either side of the clicked one that hold the annotator's error
+
+
+def placePoint(logic: SAMBASegmentLogic, volumeNode, voxel: tuple[int, int, int], positive: bool):
+    """A + or − point node with one control point at the centre of voxel (k, j, i)."""
+    node = logic.createPointsNode(positive)
+    k, j, i = voxel
+    node.AddControlPoint(*(ijkToWorld(volumeNode) @ np.array([i, j, k, 1.0]))[:3])
+    return node
+
+
+def segmentWith(logic, flair, red, output, positive=None, negative=None, carry=True) -> np.ndarray:
+    task = logic.segmentSliceTask(flair, red, output, positive, negative, carry=carry)
+    task.run()
+    assert task.finish()
+    return readMask(output, WHOLE_TUMOUR, flair)
+
+
+@pytest.fixture
+def annotated(case):
+    """The expert's whole tumour as the annotator's WT segment, with a lobe missing on the slices around the
+    clinician's seed slice (the tumour beyond its centre column), and a + point in that lobe on the seed slice."""
+    logic, flair, label, clinician, red = case
+    truth = region_mask(label, "WT")
+    seed = clinician.seed_index
+    slab = list(range(seed - HALF_SLAB, seed + HALF_SLAB + 1))
+    centre = int(np.argwhere(truth[seed])[:, 1].mean())
+    lobe = np.zeros_like(truth)
+    lobe[slab, :, centre:] = truth[slab, :, centre:]
+    before = truth & ~lobe
+    output = logic.outputSegmentation(None, flair)
+    writeMask(output, ensureSegment(output, WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR), before, flair)
+    point = placePoint(logic, flair, (seed, *interior_point(lobe[seed])), positive=True)
+    return logic, flair, red, output, truth, before, lobe, seed, slab, point
+
+
+def test_a_point_on_a_missed_lobe_restores_it_on_the_neighbouring_slices_and_only_adds_there(annotated):
+    logic, flair, red, output, truth, before, lobe, seed, slab, point = annotated
+    after = segmentWith(logic, flair, red, output, positive=point)
+
+    neighbours = [k for k in slab if k != seed]
+    assert not (before[neighbours] & ~after[neighbours]).any()  # the annotator's voxels there all stay
+    restored = (after & lobe)[neighbours].sum() / lobe[neighbours].sum()
+    assert restored >= 0.7, f"only {restored:.2f} of the missed lobe restored on the neighbouring slices"
+    added = after & ~before
+    assert (added & ~truth).sum() <= 0.25 * (added & truth).sum()  # what it adds is tumour
+    changed = np.nonzero((after != before).any(axis=(1, 2)))[0]
+    assert changed.min() >= np.nonzero(truth.any(axis=(1, 2)))[0].min()  # the carry stops inside the tumour
+    assert changed.max() <= np.nonzero(truth.any(axis=(1, 2)))[0].max()
+    assert logic.undo()
+    np.testing.assert_array_equal(readMask(output, WHOLE_TUMOUR, flair), before)
+
+
+def test_without_carry_only_the_clicked_slice_changes(annotated):
+    logic, flair, red, output, _, before, lobe, seed, _, point = annotated
+    after = segmentWith(logic, flair, red, output, positive=point, carry=False)
+    np.testing.assert_array_equal(np.delete(after, seed, axis=0), np.delete(before, seed, axis=0))
+    assert (after[seed] & lobe[seed]).sum() >= 0.8 * lobe[seed].sum()
+
+
+def test_a_negative_point_on_a_leak_removes_it_from_the_neighbouring_slices_and_only_removes_there(case):
+    """A leak into the healthy brain beside the tumour, painted onto the expert's segment across the slab, goes
+    with one − point on the seed slice; the expert's tumour voxels on the neighbouring slices stay."""
+    logic, flair, label, clinician, red = case
+    truth = region_mask(label, "WT")
+    seed = clinician.seed_index
+    slab = list(range(seed - HALF_SLAB, seed + HALF_SLAB + 1))
+    voxels = slicer.util.arrayFromVolume(flair)
+    brain = np.all(voxels[slab] > 0, axis=0)
+    away = ndimage.distance_transform_edt(~np.any(truth[slab], axis=0))
+    candidates = np.argwhere((away >= 4) & (ndimage.distance_transform_edt(brain) >= 10))
+    row, col = candidates[np.argmin(away[tuple(candidates.T)])]  # healthy brain just beside the tumour
+    rows, cols = np.ogrid[: truth.shape[1], : truth.shape[2]]
+    leak = np.zeros_like(truth)
+    leak[slab] = (rows - row) ** 2 + (cols - col) ** 2 <= 7**2
+    leak &= ~truth
+    before = truth | leak
+    output = logic.outputSegmentation(None, flair)
+    writeMask(output, ensureSegment(output, WHOLE_TUMOUR, WHOLE_TUMOUR_COLOUR), before, flair)
+
+    after = segmentWith(logic, flair, red, output,
+                        negative=placePoint(logic, flair, (seed, int(row), int(col)), positive=False))
+
+    neighbours = [k for k in slab if k != seed]
+    assert not (after[neighbours] & ~before[neighbours]).any()  # nothing added there
+    remaining = [(after & leak)[k].sum() / leak[k].sum() for k in neighbours]
+    assert max(remaining) <= 0.4, f"left of the leak on the neighbouring slices: {np.round(remaining, 2)}"
+    kept = (after & truth)[neighbours].sum() / truth[neighbours].sum()
+    assert kept >= 0.97, f"the annotator's tumour lost {1 - kept:.3f} on the neighbouring slices"

@@ -46,7 +46,7 @@ def test_widgets_bound_to_parameters_name_fields_of_the_parameter_node(panel):
              if child.property("SlicerParameterName")]
     assert len(bound) == len(set(bound))
     assert set(bound) == {"flair", "t1", "t1ce", "t2", "promptModality", "output", "device", "useAdapter",
-                          "refineInThreeViews"}
+                          "refineInThreeViews", "carryCorrections"}
     assert set(bound) <= fields
 
 
