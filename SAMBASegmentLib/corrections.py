@@ -9,6 +9,10 @@ vanishes, grows past ``max_growth`` times the previous slice's change, or covers
 from the clicked change's by more than ``intensity_tolerance`` (the volume is normalised to [0, 1]): past that
 point the click would pull in other tissue.
 
+``correct_with_click`` keeps SAM's new mask on every slice the correction reaches (the evaluation's slices are SAM's
+own). The Slicer module corrects an annotator's segment instead: it calls ``carry_correction`` with ``local`` set,
+so a neighbour's change is only the pieces touching the previous slice's change, and applies just that change.
+
 Measured with three corrective clicks after one click per tumour slice (FLAIR, shipped adapter, one view, the
 CVPR 2025 click protocol): settings chosen on four training cases (no clicks 0.889, clicks on their slice only
 0.889, carried 0.892); on the six validation cases 0.792 on their slice only, 0.799 carried (four cases gain, one is

@@ -73,3 +73,18 @@ def test_exported_boxes_match_label_components(training_case, tmp_path: Path) ->
     assert positives > 20 and fragmented > 0
     # about one exported slice in five is a negative
     assert 0.1 <= negatives / (positives + negatives) <= 0.3
+
+
+def test_the_modality_comparison_uses_only_cases_that_have_every_compared_modality(data_dir: Path) -> None:
+    """Two BRATS 2013 cases have FLAIR and T1ce only: comparing all four modalities leaves them out of every role,
+    comparing FLAIR with T1ce keeps them, and no role gains a case."""
+    from training.detector.common import case_roles
+    from training.detector.modalities import roles_with
+
+    everything = case_roles()
+    four = roles_with(["flair", "t1", "t1ce", "t2"], data_dir)
+    two = roles_with(["flair", "t1ce"], data_dir)
+    assert two == everything
+    left_out = {name for names in everything.values() for name in names} - {n for v in four.values() for n in v}
+    assert left_out == {"brats_2013_pat0001_1", "brats_2013_pat0006_1"}
+    assert all(set(four[role]) <= set(everything[role]) for role in everything)

@@ -128,10 +128,12 @@ def write_yaml(out: Path, name: str, val_role: str) -> Path:
     return path
 
 
-def export(out: Path, settings: ExportSettings, data_dir: Path = DEFAULT_DATA_DIR) -> dict:
-    """Export train, tune and val; ``data.yaml`` validates on tune (training side), ``report.yaml`` on val."""
+def export(out: Path, settings: ExportSettings, data_dir: Path = DEFAULT_DATA_DIR,
+           roles: dict[str, list[str]] | None = None) -> dict:
+    """Export train, tune and val (``roles``: the cases of each, by default ``case_roles()``); ``data.yaml``
+    validates on tune (training side), ``report.yaml`` on val."""
     rng = np.random.default_rng(settings.seed)
-    summary: dict = {"settings": asdict(settings), "roles": case_roles(), "counts": {}}
+    summary: dict = {"settings": asdict(settings), "roles": roles or case_roles(), "counts": {}}
     for role, names in summary["roles"].items():
         for name in names:
             case = load_case(case_folder(name, data_dir))
