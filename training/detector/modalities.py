@@ -70,13 +70,12 @@ def validation_detection(weights: Path, modality: str, cases: list[str], imgsz: 
     """The engine's detection figures (``training.detector.evaluate``) on the validation cases, this modality."""
     detector = TumourDetector.from_checkpoint(weights, modality, imgsz)
     settings = DetectionSettings()
-    cases = {}
+    figures = {}
     for name in cases:
         case = load_case(case_folder(name, data_dir))
-        figures = detection_figures(detector, case.volume(modality), region_mask(case.label, "WT"), settings,
-                                    COMPARE_EXPORT.min_component_pixels)
-        cases[name] = {"detection": figures}
-    summary = summarise(cases)
+        figures[name] = {"detection": detection_figures(detector, case.volume(modality), region_mask(case.label, "WT"),
+                                                        settings, COMPARE_EXPORT.min_component_pixels)}
+    summary = summarise(figures)
     return {key: summary[key] for key in ("box_recall_iou50", "box_precision_iou50", "slice_accuracy",
                                           "slice_sensitivity", "slice_specificity", "cases_tumour_found",
                                           "false_candidates")}
