@@ -22,8 +22,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from SAMBASegmentLib.detection import DetectionSettings, TumourDetector, configure_offline
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, find_case_files, load_case
