@@ -38,6 +38,9 @@ WHOLE_TUMOUR = "WT"  # segment ID and name of SAM's binary result: the BraTS who
 POSITIVE_COLOUR = (0.1, 0.9, 0.1)
 NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
 UNDO_DEPTH = 10
+# Segment slice's carried corrections ignore changes at most 2 * CARRY_RIM pixels thick: SAM's outline differs from an
+# annotator's by such a rim all round, and carried as a correction it spread over 25 slices of a validation case.
+CARRY_RIM = 2
 # LiteMedSAM's image encoder measured on 2 CPU threads (1.14 s fp32, 0.72 s under bf16 autocast; see
 # ../shared/STACK-NOTES.md); on a GPU the model line shows the speed measured at the first slice instead.
 EXPECTED_CPU_SPEED = "about 1 s per new slice on a 2-core CPU (0.7 s where it has bf16), less on a GPU"
@@ -545,9 +548,9 @@ class SAMBASegmentLogic:
             object under it, and only what it adds is kept), for a − click a box around each piece of the
             neighbour's segment (the piece the click falls in is re-segmented without the leak); plus the points
             placed on the neighbour."""
-            settings = PropagationSettings()
+            propagation = PropagationSettings()
             prompts = [] if positive else [SlicePrompt(box=box) for box in component_boxes(
-                planes[index], settings.box_margin, settings.min_pixels)]
+                planes[index], propagation.box_margin, propagation.min_pixels)]
             for voxels, sign in ((positives, True), (negatives, False)):
                 for voxel in voxels:
                     pointIndex, row, col = to_slice(target.axis, voxel)
@@ -560,9 +563,10 @@ class SAMBASegmentLogic:
             pointIndex, row, col = to_slice(target.axis, voxel)
             if pointIndex == target.index:
                 clicks[row, col] = True
-        change = pieces_touching(correction(before, planes[target.index], positive), clicks)
+        settings = CarrySettings(local=True, rim=CARRY_RIM)
+        change = pieces_touching(correction(before, planes[target.index], positive), clicks, settings.rim)
         carried = carry_correction(engine, volume, target.axis, mask, target.index, change, positive, promptsOf,
-                                   CarrySettings(local=True))
+                                   settings)
         for index, (_, _, carriedChange) in carried.items():
             planes[index] = planes[index] | carriedChange if positive else planes[index] & ~carriedChange
         return list(carried)
