@@ -39,7 +39,7 @@ POSITIVE_COLOUR = (0.1, 0.9, 0.1)
 NEGATIVE_COLOUR = (0.95, 0.1, 0.1)
 UNDO_DEPTH = 10
 # Segment slice's carried corrections ignore changes at most 2 * CARRY_RIM pixels thick: SAM's outline differs from an
-# annotator's by such a rim all round, and carried as a correction it spread over 25 slices of a validation case.
+# annotator's by such a rim all round, and carried as a correction it spread over 26 slices of a validation case.
 CARRY_RIM = 2
 # LiteMedSAM's image encoder measured on 2 CPU threads (1.14 s fp32, 0.72 s under bf16 autocast; see
 # ../shared/STACK-NOTES.md); on a GPU the model line shows the speed measured at the first slice instead.
