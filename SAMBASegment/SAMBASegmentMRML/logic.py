@@ -183,15 +183,30 @@ def sliceTarget(sliceNode: slicer.vtkMRMLSliceNode, volumeNode: slicer.vtkMRMLSc
     return SliceTarget(axis, index)
 
 
+def clicksOn(target: SliceTarget, positives: list[Voxel], negatives: list[Voxel]) -> list[tuple[int, int, bool]]:
+    """The (row, column, positive) of each point placed on the target slice."""
+    clicks = []
+    for voxel, positive in [(v, True) for v in positives] + [(v, False) for v in negatives]:
+        pointIndex, row, col = to_slice(target.axis, voxel)
+        if pointIndex == target.index:
+            clicks.append((row, col, positive))
+    return clicks
+
+
+def withClicks(prompts: list[SlicePrompt], target: SliceTarget, positives: list[Voxel],
+               negatives: list[Voxel]) -> list[SlicePrompt]:
+    """``prompts`` with each point placed on the target slice joined to the object it falls in."""
+    for row, col, positive in clicksOn(target, positives, negatives):
+        prompts = add_click(prompts, row, col, positive)
+    return prompts
+
+
 def slicePrompts(target: SliceTarget, boxes: list[Box3D], positives: list[Voxel],
                  negatives: list[Voxel]) -> list[SlicePrompt]:
     """The prompts of one slice: every box crossing it is one object; each click joins the object it falls in."""
     axis, index = target.axis, target.index
-    prompts = [SlicePrompt(box=box.in_plane_box(axis)) for box in boxes if box.lo[axis] <= index <= box.hi[axis]]
-    for voxel, positive in [(v, True) for v in positives] + [(v, False) for v in negatives]:
-        pointIndex, row, col = to_slice(axis, voxel)
-        if pointIndex == index:
-            prompts = add_click(prompts, row, col, positive)
+    boxPrompts = [SlicePrompt(box=box.in_plane_box(axis)) for box in boxes if box.lo[axis] <= index <= box.hi[axis]]
+    prompts = withClicks(boxPrompts, target, positives, negatives)
     if not prompts:
         raise PromptError(f"nothing to segment on slice {index}: draw a box across it or place a + point on it")
     return prompts
@@ -501,8 +516,8 @@ class SAMBASegmentLogic:
         target = sliceTarget(sliceNode, volumeNode)
         positives, negatives = markupsVoxels(positiveNode, volumeNode), markupsVoxels(negativeNode, volumeNode)
         prompts = slicePrompts(target, self.boxes(volumeNode), positives, negatives)
-        signs = [positive for voxels, positive in ((positives, True), (negatives, False))
-                 if any(to_slice(target.axis, voxel)[0] == target.index for voxel in voxels)] if carry else []
+        signs = sorted({positive for _, _, positive in clicksOn(target, positives, negatives)},
+                       reverse=True) if carry else []
         segmentation = segmentationNode.GetSegmentation()
         current = (readMask(segmentationNode, WHOLE_TUMOUR, volumeNode)
                    if signs and segmentation is not None and segmentation.GetSegment(WHOLE_TUMOUR) is not None
@@ -549,20 +564,13 @@ class SAMBASegmentLogic:
             neighbour's segment (the piece the click falls in is re-segmented without the leak); plus the points
             placed on the neighbour."""
             propagation = PropagationSettings()
-            prompts = [] if positive else [SlicePrompt(box=box) for box in component_boxes(
+            pieces = [] if positive else [SlicePrompt(box=box) for box in component_boxes(
                 planes[index], propagation.box_margin, propagation.min_pixels)]
-            for voxels, sign in ((positives, True), (negatives, False)):
-                for voxel in voxels:
-                    pointIndex, row, col = to_slice(target.axis, voxel)
-                    if pointIndex == index:
-                        prompts = add_click(prompts, row, col, sign)
-            return prompts
+            return withClicks(pieces, SliceTarget(target.axis, index), positives, negatives)
 
         clicks = np.zeros_like(before)
-        for voxel in positives if positive else negatives:
-            pointIndex, row, col = to_slice(target.axis, voxel)
-            if pointIndex == target.index:
-                clicks[row, col] = True
+        for row, col, sign in clicksOn(target, positives, negatives):
+            clicks[row, col] |= sign == positive
         settings = CarrySettings(local=True, rim=CARRY_RIM)
         change = pieces_touching(correction(before, planes[target.index], positive), clicks, settings.rim)
         carried = carry_correction(engine, volume, target.axis, mask, target.index, change, positive, promptsOf,
