@@ -36,9 +36,11 @@ def average_adapters(first: Path, second: Path, out: Path, weight: float = 0.5) 
     config_a, config_b = _config(first), _config(second)
     differing = [key for key in MUST_MATCH if config_a.get(key) != config_b.get(key)]
     scale_a, scale_b = config_a["lora_alpha"] / config_a["r"], config_b["lora_alpha"] / config_b["r"]
-    if differing or scale_a != scale_b or config_a["alpha_pattern"] or config_a["rank_pattern"]:
-        raise ValueError(f"adapters {first} and {second} cannot be averaged exactly: they differ in "
-                         f"{differing or ['lora_alpha / r']}")
+    if scale_a != scale_b:
+        differing.append("lora_alpha / r")
+    differing += [key for key in ("alpha_pattern", "rank_pattern") if config_a.get(key) or config_b.get(key)]
+    if differing:  # per-layer ranks or scalings would make the concatenated LoRA inexact
+        raise ValueError(f"adapters {first} and {second} cannot be averaged exactly: {', '.join(differing)}")
     weights_a, weights_b = load_file(Path(first) / WEIGHTS), load_file(Path(second) / WEIGHTS)
     if set(weights_a) != set(weights_b):
         raise ValueError(f"adapters {first} and {second} adapt different layers")
