@@ -1,7 +1,12 @@
 """Ship a trained adapter as the engine's default: weights, manifest (sha256, base, data, split, settings, metrics)
-and a model card whose table is generated from the validation JSON files (no figure is typed by hand).
+and a model card whose tables are generated from the validation JSON files (no figure is typed by hand).
 
     python -m training.ship --run training/runs/lora --evaluation training/runs/evaluate_flair.json [...]
+    python -m training.ship --soup training/runs/soup/adapter --evaluation ... [--samba-evaluation samba.json ...]
+
+A soup (``training/soup.py``) carries no training record of its own: its manifest names both parents with their
+data, settings and sha256, read from each parent's ``training.json`` (a train_sam run) or ``manifest.json`` (an
+adapter shipped before).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 from SAMBASegmentLib.sam.model import DEFAULT_ADAPTER_DIR
@@ -30,18 +36,8 @@ LICENCES = (
 ENCODER_NOTE = {
     False: "It was trained on cached image embeddings, so its encoder LoRA matrices are zero: the merged encoder "
            "is LiteMedSAM's exactly, and embeddings cached by the engine stay valid with or without the adapter.",
-    True: "Its last {} steps trained the encoder LoRA on raw slices, so the merged encoder differs from LiteMedSAM's.",
+    True: "Its encoder LoRA was trained on raw slices (see Training), so the merged encoder differs from LiteMedSAM's.",
 }
-
-
-def _describe_adapter(config: dict) -> str:
-    """The adapter in words, from its peft configuration (what was LoRA-adapted, what was trained in full)."""
-    targets = config["target_modules"]
-    lora = ["the image encoder's attention (qkv)" if "image_encoder" in targets else "",
-            "every linear layer of the decoder's two-way transformer" if "mask_decoder" in targets else ""]
-    full = ", ".join(f"`{m}`" for m in config["modules_to_save"])
-    return (f"LoRA rank {config['r']} (alpha {config['lora_alpha']}) on " + " and ".join(x for x in lora if x)
-            + f"; trained in full (`modules_to_save`): {full}.")
 
 
 def _training_seconds(run: Path) -> float:
@@ -49,6 +45,86 @@ def _training_seconds(run: Path) -> float:
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     return float(sum(line["seconds_per_step"] * (line["step"] - previous["step"] if previous else line["step"])
                      for previous, line in zip([None] + lines[:-1], lines)))
+
+
+def _shipping_commit(sha256: str) -> str | None:
+    """The latest git commit whose shipped adapter had weights ``sha256``: where a parent shipped before lives on."""
+    root = Path(__file__).parent.parent
+    manifest = (DEFAULT_ADAPTER_DIR / "manifest.json").relative_to(root).as_posix()
+    git = ["git", "-C", str(root)]
+    commits = subprocess.run([*git, "log", "--format=%H", "--", manifest], capture_output=True, text=True).stdout.split()
+    for commit in commits:
+        shown = subprocess.run([*git, "show", f"{commit}:{manifest}"], capture_output=True, text=True)
+        if shown.returncode == 0 and json.loads(shown.stdout).get("sha256") == sha256:
+            return commit
+    return None
+
+
+def training_record(adapter: Path) -> dict:
+    """How one trained adapter came to be: mode, steps, settings, data, wall time and the sha256 of its weights.
+
+    From ``training.json`` (written by train_sam beside the adapter, log in the run folder) or, for an adapter
+    shipped before, from its ``manifest.json``.
+    """
+    adapter = Path(adapter)
+    if (adapter / "training.json").is_file():
+        training = json.loads((adapter / "training.json").read_text())
+        record = {"mode": training["mode"], "steps": training["steps"], "settings": training["settings"],
+                  "data": training["cache_meta"], "training_seconds": round(_training_seconds(adapter.parent)),
+                  "origin": str(adapter)}
+    elif (adapter / "manifest.json").is_file():
+        manifest = json.loads((adapter / "manifest.json").read_text())
+        if "parents" in manifest:
+            raise ValueError(f"{adapter} is itself a soup: average its parents directly")
+        data = manifest["data"]
+        record = {"mode": manifest["mode"], "steps": manifest["settings"]["steps"], "settings": manifest["settings"],
+                  "data": {"settings": data["settings"], "exemplars": data["exemplars"],
+                           "labelled_slices_available": data["labelled_slices_available"],
+                           "training_cases": data["training_cases"], "encoder": data["embeddings"]},
+                  "training_seconds": manifest["training_seconds"],
+                  "commit": _shipping_commit(manifest["sha256"])}
+        record["origin"] = f"shipped in `{DEFAULT_ADAPTER_DIR.name}` at commit {record['commit'] or '(none here)'}"
+        if manifest["sha256"] != sha256_of(adapter / "adapter_model.safetensors"):
+            raise ValueError(f"{adapter}: the weights are not the ones its manifest.json describes (sha256 differs)")
+    else:
+        raise ValueError(f"{adapter}: neither training.json (a train_sam run) nor manifest.json (a shipped adapter)")
+    record["sha256"] = sha256_of(adapter / "adapter_model.safetensors")
+    leaked = sorted(set(record["data"]["training_cases"]) & set(load_split()["validation"]))
+    if leaked:
+        raise ValueError(f"{adapter} was trained on validation cases {leaked}: its figures would not be validation")
+    return record
+
+
+def _describe_adapter(config: dict, parents: int) -> str:
+    """The adapter in words, from its peft configuration (what was LoRA-adapted, what was trained in full)."""
+    targets = config["target_modules"]
+    lora = ["the image encoder's attention (qkv)" if "image_encoder" in targets else "",
+            "every linear layer of the decoder's two-way transformer" if "mask_decoder" in targets else ""]
+    full = ", ".join(f"`{m}`" for m in config["modules_to_save"])
+    rank = f"LoRA rank {config['r']:g} (alpha {config['lora_alpha']:g}"
+    rank += f"; the {parents} parents' LoRA matrices side by side)" if parents > 1 else ")"
+    return rank + " on " + " and ".join(x for x in lora if x) + f"; trained in full (`modules_to_save`): {full}."
+
+
+def _training_text(record: dict) -> str:
+    """The card's account of one training run: its data, prompts and optimisation (the recipe of train_sam)."""
+    settings, data = record["settings"], record["data"]
+    builder = data["settings"]["builder"]
+    return f"""- {settings['cache_slices']} slices (FLAIR/T2/T1ce/T1; axial, coronal, sagittal; {builder['empty_fraction']:.0%} \
+tumour-free brain slices, drawn for {settings['negatives']:.0%} of box prompts) framed by the engine's `SliceFrame`, \
+embeddings from the engine's encoder (bf16 autocast), of which {data['settings']['synthetic']} are synthetic: Cheap Lunch \
+exemplar synthesis from {data['exemplars']} exemplar slices ({builder['exemplar_fraction']:.1%} of the labelled \
+slices), tumours cut, scaled, rotated, flipped, intensity-changed and blurred, pasted onto tumour-free slices of other \
+cases.
+- Prompts simulated from the labels: boxes tight, each side moved out by up to 20 px or in by up to \
+{settings.get('box_shrink', 0)} px (half the batches, sometimes plus corrective clicks); 1–4 clicks (first at the \
+distance-transform maximum or any tumour pixel, then at the centre of the current model's largest error component, \
+positive in missed tumour, negative in leaks).
+- Loss CE + 0.8·Dice, AdamW (LoRA {settings['lr']:g}, fully trained modules {settings['head_lr']:g}), linear warm-up \
+then exponential decay, BatchNorm frozen, seed {settings['seed']}. {record['steps']} steps of batch \
+{settings['batch_size']}, the last {settings['encoder_steps']} of them on raw slices through the encoder LoRA, about \
+{round(record['training_seconds'] / 60)} minutes on the CPU (`{settings['run_dir']}`; weights sha256 \
+`{record['sha256'][:16]}…`)."""
 
 
 def _table(summaries: dict) -> str:
@@ -73,21 +149,44 @@ def _table(summaries: dict) -> str:
     return "\n".join(lines)
 
 
-def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER_DIR) -> Path:
-    adapter = run / "adapter"
-    training = json.loads((adapter / "training.json").read_text())
+def _samba_table(paths: list[Path]) -> tuple[str, dict]:
+    """Markdown and manifest entries for ``samba evaluate`` JSON files: the figures with the engine's defaults."""
+    lines = ["| modality | prompt | clicks | views | WT Dice | lesion-wise | HD95 mm |", "|---|---|---|---|---|---|---|"]
+    entries = {}
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        if run.get("refine") or run["summary"]["cases"] != len(load_split()["validation"]):
+            raise ValueError(f"{path}: not a whole-tumour samba evaluate run on the validation cases")
+        wt = run["summary"]["WT"]
+        lines.append(f"| {run['modality']} | {run['prompt']} | {run['clicks']} | {run['views']} | {wt['dice']:.3f} | "
+                     f"{wt['lesion_dice']:.3f} | {wt['hd95']:.1f} |")  # time: `samba bench`, on a quiet machine
+        entries[f"samba evaluate|{run['modality']}|{run['prompt']}|clicks {run['clicks']}|views {run['views']}"] = {
+            "cases": run["summary"]["cases"], "WT_dice": wt["dice"], "WT_lesion_dice": wt["lesion_dice"],
+            "WT_hd95": wt["hd95"]}
+    return "\n".join(lines), entries
+
+
+def ship(adapter: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER_DIR,
+         samba_evaluations: list[Path] = ()) -> Path:
+    """Copy ``adapter`` (a train_sam run's adapter folder, or a soup's) to ``destination`` with manifest and card."""
+    adapter = Path(adapter)
+    soup = json.loads((adapter / "soup.json").read_text()) if (adapter / "soup.json").is_file() else None
+    # Read every parent before copying: a soup's parent may be the adapter shipped in ``destination`` now.
+    records = [training_record(Path(soup[k])) for k in ("first", "second")] if soup else [training_record(adapter)]
+    if len({tuple(sorted(r["data"]["training_cases"])) for r in records}) > 1:
+        raise ValueError("the soup's parents were trained on different cases: no single split describes it")
     rows = {(r["model"], r["case"], r["modality"], r["config"]): r  # zero-shot appears in every file: count it once
             for path in evaluations for r in json.loads(path.read_text())["rows"]}
     summaries = summarise(list(rows.values()))
+    samba_table, samba_entries = _samba_table(list(samba_evaluations))
     destination.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         shutil.copyfile(adapter / name, destination / name)
     config = json.loads((adapter / "adapter_config.json").read_text())
-    cache_meta = training["cache_meta"]
-    seconds = _training_seconds(run)
     below_on_workflow = [key for key, value in summaries.items() if not key.startswith("zero-shot|")
                          and key.split("|")[-1] in WORKFLOW_PROMPTS and "WT_dice" in value
                          and value["WT_dice"] < summaries.get("zero-shot|" + key.split("|", 1)[1], {}).get("WT_dice", 0.0)]
+    data = records[0]["data"]
     manifest = {
         "file": "adapter_model.safetensors",
         "sha256": sha256_of(destination / "adapter_model.safetensors"),
@@ -95,39 +194,58 @@ def ship(run: Path, evaluations: list[Path], destination: Path = DEFAULT_ADAPTER
         "applied_by_default": not below_on_workflow,
         "base_model": {"name": "litemedsam", **manifest_entry("litemedsam")},
         "peft": {k: config[k] for k in ("peft_type", "peft_version", "r", "lora_alpha", "target_modules", "modules_to_save")},
-        "mode": training["mode"],
+        "mode": records[0]["mode"] if not soup else f"soup of {' and '.join(r['mode'] for r in records)}",
         "data": {"source": "../shared/data/brats (24 BraTS 2013/2018 cases, not redistributed)",
-                 "training_cases": cache_meta["training_cases"], "settings": cache_meta["settings"],
-                 "exemplars": cache_meta["exemplars"], "labelled_slices_available": cache_meta["labelled_slices_available"],
-                 "embeddings": cache_meta.get("encoder"), "licences": LICENCES},
+                 "training_cases": data["training_cases"], "licences": LICENCES},
         "split": {"file": "training/split.json", "sha256": sha256_of(SPLIT_PATH), "validation": load_split()["validation"]},
-        "settings": training["settings"],
-        "training_seconds": round(seconds),
+        "training_seconds": sum(r["training_seconds"] for r in records),
         "metrics": {"what": "mean whole-tumour Dice (and HD95 mm) over the validation cases, samba evaluate protocol",
-                    **summaries},
+                    **summaries, **samba_entries},
     }
+    if soup:
+        manifest["soup"] = {"weight_of_second": soup["weight"], "how": "training/soup.py: merged weights "
+                            "(1 - w)·first + w·second, written exactly as one LoRA of rank r1 + r2"}
+        manifest["parents"] = records
+    else:
+        manifest["data"].update(settings=data["settings"], exemplars=data["exemplars"],
+                                labelled_slices_available=data["labelled_slices_available"], embeddings=data["encoder"])
+        manifest["settings"], manifest["steps"] = records[0]["settings"], records[0]["steps"]
     (destination / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if soup:
+        training = (f"\nThe weight average (`training/soup.py`, weight {soup['weight']:g} on the second) of two "
+                    "adapters:\n\n" + "\n\n".join(
+                        f"**Parent {i}** ({r['origin']}):\n{_training_text(r)}" for i, r in enumerate(records, 1)))
+        restore = [f"`git checkout {r['commit']} -- {soup[k]}`, " for r, k in zip(records, ("first", "second"))
+                   if r.get("commit")]
+        reproduce = ("".join(restore) + f"`python -m training.soup {soup['first']} {soup['second']} --out {adapter}`, then "
+                     f"`.venv/bin/python -m training.ship --soup {adapter} --evaluation <training.evaluate JSON> "
+                     "--samba-evaluation <samba evaluate JSON ...>`")
+    else:
+        training = _training_text(records[0])
+        reproduce = ("`training/run_default.sh` (cache, the three modes, the validation table), then "
+                     f"`.venv/bin/python -m training.ship --run {adapter.parent} --evaluation <training.evaluate JSON>`")
     card = (Path(__file__).parent / "MODEL_CARD.template.md").read_text()
-    card = card.format(table=_table(summaries), steps=training["steps"], minutes=round(seconds / 60),
-                       slices=training["settings"]["cache_slices"], exemplars=cache_meta["exemplars"],
-                       cases=len(cache_meta["training_cases"]), licences=LICENCES,
-                       adapter_description=_describe_adapter(config), negatives=training["settings"]["negatives"],
-                       lr=training["settings"]["lr"], head_lr=training["settings"]["head_lr"],
-                       empty=cache_meta["settings"]["builder"]["empty_fraction"], encoder=ENCODER_NOTE[
-                           training["settings"]["encoder_steps"] > 0].format(training["settings"]["encoder_steps"]),
-                       fraction=cache_meta["settings"]["builder"]["exemplar_fraction"],
-                       validation=", ".join(load_split()["validation"]), sha256=manifest["sha256"],
-                       box_shrink=training["settings"].get("box_shrink", 0))
+    card = card.format(table=_table(summaries), licences=LICENCES, training=training, reproduce=reproduce,
+                       adapter_description=_describe_adapter(config, len(records)),
+                       encoder=ENCODER_NOTE[any(r["settings"]["encoder_steps"] > 0 for r in records)],
+                       cases=len(data["training_cases"]), validation=", ".join(load_split()["validation"]),
+                       sha256=manifest["sha256"], samba_table=samba_table if samba_entries else
+                       "(not measured for this adapter: pass `--samba-evaluation`)")
     (destination / "MODEL_CARD.md").write_text(card)
     return destination
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="training/runs/lora")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a train_sam run folder (its adapter/ is shipped)")
+    source.add_argument("--soup", type=Path, help="an adapter folder written by training.soup")
     parser.add_argument("--evaluation", nargs="+", required=True, type=Path, help="training.evaluate JSON files")
+    parser.add_argument("--samba-evaluation", nargs="*", default=[], type=Path,
+                        help="samba evaluate --json files of this adapter on the validation cases (the defaults' figures)")
     args = parser.parse_args(argv)
-    print(f"shipped: {ship(Path(args.run), args.evaluation)}")
+    adapter = args.soup if args.soup else args.run / "adapter"
+    print(f"shipped: {ship(adapter, args.evaluation, samba_evaluations=args.samba_evaluation)}")
     return 0
 
 

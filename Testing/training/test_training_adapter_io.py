@@ -53,7 +53,9 @@ def test_save_and_reload_reproduce_outputs(tiny_cache, tmp_path, mode, full_deco
 def test_engine_loads_the_shipped_adapter_by_default():
     manifest = json.loads((DEFAULT_ADAPTER_DIR / "manifest.json").read_text())
     assert manifest["sha256"] == sha256_of(DEFAULT_ADAPTER_DIR / "adapter_model.safetensors")
-    assert {"base_model", "data", "split", "settings", "metrics"} <= set(manifest)
+    assert {"base_model", "data", "split", "metrics"} <= set(manifest)
+    # Training settings: the run's own, or each parent's for a soup (training/soup.py).
+    assert all("settings" in record for record in manifest.get("parents", [manifest]))
     assert (DEFAULT_ADAPTER_DIR / "MODEL_CARD.md").is_file()
     shipped = SamEngine.create(adapter="shipped", device="cpu")
     assert shipped.sam.adapter == DEFAULT_ADAPTER_DIR.name

@@ -28,7 +28,8 @@ def test_soup_equals_the_average_of_the_merged_models(tmp_path):
     second = _perturbed_copy(tmp_path / "second", seed=1)
     soup = average_adapters(DEFAULT_ADAPTER_DIR, second, tmp_path / "soup", weight=0.25)
     config = json.loads((soup / CONFIG).read_text())
-    assert config["r"] == 8 and config["lora_alpha"] / config["r"] == 1.0
+    shipped_rank = json.loads((DEFAULT_ADAPTER_DIR / CONFIG).read_text())["r"]
+    assert config["r"] == 2 * shipped_rank and config["lora_alpha"] / config["r"] == 1.0
     a = load_sam(adapter="shipped").model.state_dict()
     b = load_sam(adapter=second).model.state_dict()
     averaged = load_sam(adapter=soup).model.state_dict()
