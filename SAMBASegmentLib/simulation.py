@@ -4,7 +4,9 @@
 - ``box3d``: one box on the slice of largest tumour area, plus the tumour's slice range (the real workflow);
 - ``points``: one positive click per tumour slice at the maximum of the distance transform;
 - corrective clicks (CVPR 2025 interactive protocol): at the centre of the largest error component, positive
-  when it lies in missed tumour, negative otherwise.
+  when it lies in missed tumour, negative otherwise;
+- a painted leak: a disc of healthy brain beside the tumour added to a mask on several slices, the error a negative
+  click must remove (what an annotator's stray brush stroke or SAM's leak into a neighbour looks like).
 """
 
 from __future__ import annotations
@@ -91,3 +93,20 @@ def corrective_click(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[f
     offset = interior_point(components[region] == label, spacing)
     index = tuple(int(o + r.start) for o, r in zip(offset, region))
     return Click(index, bool(truth[index]))
+
+
+def painted_leak(truth: np.ndarray, segmented: np.ndarray, image: np.ndarray, radius: int = 6
+                 ) -> tuple[tuple[int, int], np.ndarray]:
+    """A disc centred in healthy brain beside the tumour, for slices stacked along axis 0 (``truth``, ``segmented``
+    and ``image`` all cropped to those slices): its centre (row, col) and its 2D mask. The centre is the brain pixel
+    closest to the tumour and the segmentation of all slices while at least 3 px from both and 10 px inside the
+    brain, so the disc is an error beside the tumour rather than a blob in empty space; it may overlap the mask's
+    edge, and only its part outside the mask is the leak."""
+    away = ndimage.distance_transform_edt(~np.any(truth | segmented, axis=0))
+    brain = np.all(image > 0, axis=0)
+    candidates = np.argwhere((away >= 3) & (ndimage.distance_transform_edt(brain) >= 10))
+    if not len(candidates):
+        raise ValueError("no healthy brain 3 px beside the tumour and 10 px inside the brain on these slices")
+    row, col = (int(v) for v in candidates[np.argmin(away[tuple(candidates.T)])])
+    rows, cols = np.ogrid[: truth.shape[1], : truth.shape[2]]
+    return (row, col), (rows - row) ** 2 + (cols - col) ** 2 <= radius**2

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from SAMBASegmentLib.corrections import CarrySettings, correct_with_click
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.pipeline import segment_slices
 from SAMBASegmentLib.prompts import interior_point
-from SAMBASegmentLib.simulation import point_prompts
+from SAMBASegmentLib.simulation import painted_leak, point_prompts
 
 HALF_SLAB = 4  # slices either side of the tumour's largest slice
 
@@ -50,18 +49,13 @@ def test_a_negative_click_removes_a_leak_on_every_slice_it_spans(clicked):
     engine, volume, truth, centre, slab, prompts = clicked
     segmented = segment_slices(engine, volume, 0, prompts)
     tumour_before = dice(segmented[list(slab)], truth[list(slab)])
-    rows, cols = np.ogrid[: truth.shape[1], : truth.shape[2]]
-    brain = np.all(volume.array[list(slab)] > 0, axis=0)
-    away = ndimage.distance_transform_edt(~np.any(truth[list(slab)] | segmented[list(slab)], axis=0))
-    candidates = np.argwhere((away >= 3) & (ndimage.distance_transform_edt(brain) >= 10))
-    leak_row, leak_col = candidates[np.argmin(away[tuple(candidates.T)])]  # healthy brain beside the tumour
-    leak = (rows - leak_row) ** 2 + (cols - leak_col) ** 2 <= 6**2
+    (leak_row, leak_col), leak = painted_leak(truth[list(slab)], segmented[list(slab)], volume.array[list(slab)])
     mask = segmented.copy()
     for k in slab:
         mask[k] |= leak
     painted = sum(int((leak & ~segmented[k]).sum()) for k in slab)
     changed = correct_with_click(engine, volume, 0, mask, {k: list(v) for k, v in prompts.items()}, centre,
-                                 int(leak_row), int(leak_col), False)
+                                 leak_row, leak_col, False)
     assert set(slab) <= set(changed)
     assert sum(int((mask[k] & leak & ~segmented[k]).sum()) for k in slab) <= 0.2 * painted
     assert dice(mask[list(slab)], truth[list(slab)]) >= tumour_before - 0.03
@@ -82,3 +76,15 @@ def test_a_negative_click_on_nothing_changes_nothing(clicked):
     prompts: dict = {}
     assert correct_with_click(engine, volume, 0, mask, prompts, centre, 5, 5, False) == []
     assert not mask.any() and prompts == {}
+
+
+def test_a_leak_needs_healthy_brain_beside_the_tumour():
+    """Outside the brain (an empty image) there is nowhere to paint a leak: a clear error, not a disc in the air."""
+    truth = np.zeros((3, 64, 64), dtype=bool)
+    truth[:, 28:36, 28:36] = True
+    with pytest.raises(ValueError, match="no healthy brain"):
+        painted_leak(truth, truth, np.zeros(truth.shape))
+    image = np.ones(truth.shape)  # a brain everywhere: the disc lies beside the tumour, inside the image
+    (row, col), leak = painted_leak(truth, truth, image)
+    assert leak[row, col] and not truth[0][row, col] and leak.sum() == 113  # a radius-6 disc centred outside it
+    assert (leak & ~truth[0]).sum() > leak.sum() / 2  # mostly healthy tissue: the leak is the part outside the mask
