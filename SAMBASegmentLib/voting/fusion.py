@@ -29,6 +29,24 @@ INPUT_CHANNELS = 3 * len(MODALITIES)
 FIELD_OF_VIEW_MARGIN = 12  # voxels of context around the union of the SAM masks
 TRAINED_SPACING = (1.0, 1.0, 1.0)  # mm, array order: BraTS voxels, what the shipped network was trained on
 TRAINED_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))  # front-back and left-right, as in training
+NORMAL_BRAIN_LEVEL = 0.5  # where a network trained with relative intensities sees each modality's normal brain
+RELATIVE_INTENSITIES = "relative_to_normal_brain"  # the manifest's "intensities" for such a network
+
+
+def relative_to_normal_brain(image: np.ndarray, tumour: np.ndarray, level: float = NORMAL_BRAIN_LEVEL) -> np.ndarray:
+    """``image`` scaled so that the median of the brain (non-zero voxels) outside ``tumour`` is ``level``.
+
+    Enhancement is brightness relative to the patient's own brain. A 48³ window inside a large tumour holds almost
+    no normal tissue to compare with, and one bright vessel can set a volume's percentile normalisation, so a
+    low-grade tumour's barely brighter core read as enhancing (Brats18_TCIA10_637_1). Background stays 0."""
+    brain = image > 0
+    reference = brain & ~np.asarray(tumour, dtype=bool)
+    if not reference.any():
+        reference = brain
+    if not reference.any():
+        return image.astype(np.float32)
+    median = float(np.median(image[reference]))
+    return (image * (level / median) if median > 0 else image).astype(np.float32)
 
 
 def build_inputs(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
@@ -118,8 +136,9 @@ class VotingNetwork:
     """The shipped (or a given) voting network, ready to fuse one case's masks."""
 
     def __init__(self, model: VotingUNet3D, patch: int, source: str,
-                 spacing: tuple[float, float, float] = TRAINED_SPACING) -> None:
+                 spacing: tuple[float, float, float] = TRAINED_SPACING, relative_intensities: bool = False) -> None:
         self.model, self.patch, self.source, self.spacing = model.eval(), patch, source, tuple(spacing)
+        self.relative_intensities = relative_intensities
 
     @classmethod
     def load(cls, folder: Path | str = VOTING_DIR) -> "VotingNetwork":
@@ -134,7 +153,8 @@ class VotingNetwork:
         model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]))
         model.load_state_dict(load_file(str(weights)), strict=True)
         return cls(model, int(manifest["patch"]), f"{weights.name} ({manifest.get('trained_on', 'unknown data')})",
-                   tuple(manifest.get("spacing_mm", TRAINED_SPACING)))
+                   tuple(manifest.get("spacing_mm", TRAINED_SPACING)),
+                   relative_intensities=manifest.get("intensities") == RELATIVE_INTENSITIES)
 
     def describe(self) -> str:
         return f"voting 3D U-Net {self.source}, {parameter_count(self.model):,} parameters"
@@ -158,15 +178,28 @@ class VotingNetwork:
                             {m: resampled(a, True) for m, a in masks.items()}, self.spacing)
         return Fusion(resample_array(label, self.spacing, spacing, agreement.shape, is_label=True), agreement)
 
+    def probabilities(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]
+                      ) -> tuple[tuple[slice, ...], np.ndarray] | None:
+        """WT / TC / ET probabilities over the field of view of the masks (None when every mask is empty), from
+        the images as this network was trained to see them."""
+        window = field_of_view(masks)
+        if window is None:
+            return None
+        if self.relative_intensities:
+            seen_by_sam = np.any([m for m in masks.values() if m is not None], axis=0)
+            images = {m: None if a is None else relative_to_normal_brain(a, seen_by_sam) for m, a in images.items()}
+        inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
+                              {m: None if a is None else a[window] for m, a in masks.items()})
+        return window, flip_averaged_probabilities(self.model, inputs, self.patch)
+
     def _label(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
                spacing: tuple[float, float, float]) -> np.ndarray:
         seen_by_sam = np.any([m for m in masks.values() if m is not None], axis=0)
         label = np.zeros(seen_by_sam.shape, dtype=np.uint8)
-        window = field_of_view(masks)
-        if window is not None:
-            inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
-                                  {m: None if a is None else a[window] for m, a in masks.items()})
-            label[window] = decode_regions(flip_averaged_probabilities(self.model, inputs, self.patch))
+        found = self.probabilities(images, masks)
+        if found is not None:
+            window, probabilities = found
+            label[window] = decode_regions(probabilities)
         return remove_small_regions(keep_lesions_seen_by_sam(label, seen_by_sam), spacing)
 
     def whole_tumour(self, modality: str, image: np.ndarray, mask: np.ndarray,

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, NORMAL_BRAIN_LEVEL
 from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
 from training.voting.train import MAX_BORDER_SHIFT, PATCH, load_training_case, sample_patch, voting_loss
@@ -50,6 +50,24 @@ def test_patches_keep_images_masks_and_labels_aligned(data_dir: Path, tmp_path: 
         if flags[flair]:  # tumour is bright on FLAIR in this case, after any flip
             image = inputs[flair]
             assert regions[0].sum() < 100 or image[regions[0] > 0].mean() > image[(regions[0] == 0) & (image > 0)].mean()
+
+
+def test_relative_intensities_scale_each_image_to_its_normal_brain(data_dir: Path, tmp_path: Path):
+    """--relative-intensities trains on what the engine feeds such a network: each image scaled so that its brain
+    outside the SAM masks has a median of NORMAL_BRAIN_LEVEL."""
+    case = load_case(data_dir / CASE)
+    _cache_exact_masks(case, tmp_path)
+    as_normalised = load_training_case(data_dir / CASE, tmp_path)
+    relative = load_training_case(data_dir / CASE, tmp_path, relative_intensities=True)
+    whole = region_mask(case.label, "WT")
+    for modality, volume in case.volumes.items():
+        channel = MODALITIES.index(modality)
+        brain = as_normalised.images[channel].astype(np.float32) > 0.05
+        ratio = relative.images[channel][brain].astype(np.float32) / as_normalised.images[channel][brain]
+        expected = NORMAL_BRAIN_LEVEL / np.median(volume.array[(volume.array > 0) & ~whole])
+        np.testing.assert_allclose(ratio, expected, rtol=2e-3)
+    np.testing.assert_array_equal(relative.masks, as_normalised.masks)
+    np.testing.assert_array_equal(relative.regions, as_normalised.regions)
 
 
 def test_mask_noise_moves_each_masks_border_by_a_few_voxels_only(data_dir: Path, tmp_path: Path):

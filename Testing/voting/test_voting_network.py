@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from scipy import ndimage
 
 from SAMBASegmentLib.errors import VolumeError, WeightsError
@@ -16,9 +17,12 @@ from SAMBASegmentLib.metrics import dice, region_scores
 from SAMBASegmentLib.postprocessing import remove_small_regions
 from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
                                     parameter_count, rule_baseline)
-from SAMBASegmentLib.voting.fusion import (INPUT_CHANNELS, VOTING_DIR, field_of_view, flip_averaged_probabilities,
-                                           keep_lesions_seen_by_sam)
+from SAMBASegmentLib.voting.fusion import (INPUT_CHANNELS, NORMAL_BRAIN_LEVEL, RELATIVE_INTENSITIES, VOTING_DIR,
+                                           field_of_view, flip_averaged_probabilities, keep_lesions_seen_by_sam,
+                                           relative_to_normal_brain)
 from SAMBASegmentLib.volumes import MODALITIES, load_case
+from SAMBASegmentLib.voting.network import DEFAULT_WIDTHS
+from SAMBASegmentLib.weights import sha256_of
 
 MISSING_MODALITY_CASE = "brats_2013_pat0001_1"  # ships without T1 and T2
 
@@ -110,6 +114,38 @@ def test_inputs_flag_present_modalities_and_refuse_mixed_grids():
     assert inputs[MODALITIES.index("t1ce"), 0, 0, 0] == 0.5
     with pytest.raises(VolumeError, match="one grid"):
         build_inputs({"flair": np.ones((4, 4, 4))}, {"flair": np.ones((4, 4, 5), bool)})
+
+
+def test_relative_intensities_put_normal_brain_at_one_level_whatever_the_scanner_gain(data_dir: Path, tmp_path: Path):
+    """A network whose manifest asks for relative intensities sees each modality scaled to the patient's normal
+    brain (outside SAM's masks): the same case with a brighter T1ce (another gain or normalisation) gives the same
+    probabilities; a network without it does not."""
+    case = load_case(data_dir / MISSING_MODALITY_CASE)
+    tumour = region_mask(case.label, "WT")
+    t1ce = case.volume("t1ce").array
+    scaled = relative_to_normal_brain(t1ce, tumour)
+    assert np.median(scaled[(t1ce > 0) & ~tumour]) == pytest.approx(NORMAL_BRAIN_LEVEL, rel=1e-5)
+    assert not scaled[t1ce == 0].any()
+    np.testing.assert_allclose(relative_to_normal_brain(3.0 * t1ce, tumour), scaled, rtol=1e-5)
+
+    torch.manual_seed(3)
+    save_file(VotingUNet3D(INPUT_CHANNELS).state_dict(), str(tmp_path / "net.safetensors"))
+    manifest = {"file": "net.safetensors", "sha256": sha256_of(tmp_path / "net.safetensors"),
+                "widths": list(DEFAULT_WIDTHS), "patch": 48, "intensities": RELATIVE_INTENSITIES}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    relative = VotingNetwork.load(tmp_path)
+    manifest["intensities"] = "as_normalised"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    absolute = VotingNetwork.load(tmp_path)
+    centre = np.argwhere(tumour).mean(axis=0).astype(int)
+    window = tuple(slice(c - 24, c + 24) for c in centre)  # one 48³ window: tumour and some normal brain
+    images = {m: v.array[window] for m, v in case.volumes.items()}
+    brighter = {**images, "t1ce": 1.6 * images["t1ce"]}
+    masks = {m: mask[window] for m, mask in _masks_from_truth(case.label, case.volumes).items()}
+    probabilities = {name: [network.probabilities(given, masks)[1] for given in (images, brighter)]
+                     for name, network in (("relative", relative), ("as normalised", absolute))}
+    np.testing.assert_allclose(*probabilities["relative"], atol=1e-5)
+    assert np.abs(probabilities["as normalised"][0] - probabilities["as normalised"][1]).max() > 1e-3
 
 
 def test_changed_weights_are_refused(tmp_path: Path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, TRAINED_SPACING, VOTING_DIR
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, RELATIVE_INTENSITIES, TRAINED_SPACING, VOTING_DIR
 from SAMBASegmentLib.voting.network import OUTPUT_REGIONS, VotingUNet3D, parameter_count
 from SAMBASegmentLib.weights import sha256_of
 
@@ -41,10 +41,11 @@ def export(run: Path, destination: Path) -> dict:
         "widths": settings["widths"], "parameters": parameter_count(model), "patch": settings["patch"],
         "spacing_mm": list(TRAINED_SPACING),
         "inputs": "4 normalised images, 4 binary SAM masks, 4 presence flags (FLAIR, T1, T1ce, T2)",
+        "intensities": RELATIVE_INTENSITIES if settings.get("relative_intensities") else "as_normalised",
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise") if k in settings},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities") if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }

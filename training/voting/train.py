@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, relative_to_normal_brain
 from SAMBASegmentLib.voting.network import DEFAULT_WIDTHS, OUTPUT_REGIONS, VotingUNet3D, parameter_count
 
 from ..split import case_dirs
@@ -53,7 +53,10 @@ class CaseVolumes:
     regions: np.ndarray
 
 
-def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATCH) -> CaseVolumes:
+def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATCH,
+                       relative_intensities: bool = False) -> CaseVolumes:
+    """``relative_intensities``: each image scaled to its normal brain outside the SAM masks, as the engine does
+    for a network whose manifest says so (``fusion.relative_to_normal_brain``)."""
     case = load_case(folder)
     stored = load_case_masks(folder.name, cache)
     shape = case.label.shape
@@ -66,7 +69,11 @@ def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATC
             for v, variant in enumerate(VARIANTS):
                 masks[v, channel] = stored[mask_key(variant, modality)]
     regions = np.stack([region_mask(case.label, r) for r in OUTPUT_REGIONS])
-    union = regions[0] | masks.any(axis=(0, 1))
+    seen_by_sam = masks.any(axis=(0, 1))
+    if relative_intensities:
+        for channel in np.nonzero(present)[0]:
+            images[channel] = relative_to_normal_brain(images[channel], seen_by_sam)
+    union = regions[0] | seen_by_sam
     box = ndimage.find_objects(union.astype(np.uint8))[0]
     crop = tuple(slice(max(0, s.start - CROP_MARGIN), min(n, s.stop + CROP_MARGIN)) for s, n in zip(box, shape))
     padding = [(0, max(0, patch - (s.stop - s.start))) for s in crop]
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mask-noise", type=float, default=0.5,
                         help=f"chance that a modality's SAM mask is eroded or dilated by 1-{MAX_BORDER_SHIFT} voxels "
                              "in a patch")
+    parser.add_argument("--relative-intensities", action="store_true",
+                        help="scale each image so its normal brain (outside the SAM masks) has one level")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f.name for f in folders if not (args.cache / f"{f.name}.npz").exists()]
     if missing:
         raise SystemExit(f"no cached SAM masks for {missing}: run python -m training.voting.masks --side training")
-    cases = [load_training_case(folder, args.cache, args.patch) for folder in folders]
+    cases = [load_training_case(folder, args.cache, args.patch, args.relative_intensities) for folder in folders]
     model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths))
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     checkpoint_path = args.out / "checkpoint.pt"
