@@ -9,7 +9,7 @@ default (``multiview.three_view_vote``). One ``.npz`` per case; finished cases a
 
     for i in 0 1; do OMP_NUM_THREADS=1 nohup python -m training.voting.masks --side training --side validation \
         --shard $i/2 > training/runs/voting_masks_adapter_$i.log 2>&1 & done
-    # and the same with --no-adapter (zero-shot LiteMedSAM's masks): the network learns to fuse both SAMs' masks
+    # and the same with --no-adapter: zero-shot LiteMedSAM's masks, in voting_masks/ (train.py --cache picks one)
     python -m training.voting.masks --side validation --views 3 --variants box3d auto   # what samba fuses by default
 """
 
