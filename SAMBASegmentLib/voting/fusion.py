@@ -36,9 +36,9 @@ RELATIVE_INTENSITIES = "relative_to_normal_brain"  # the manifest's "intensities
 def relative_to_normal_brain(image: np.ndarray, tumour: np.ndarray, level: float = NORMAL_BRAIN_LEVEL) -> np.ndarray:
     """``image`` scaled so that the median of the brain (non-zero voxels) outside ``tumour`` is ``level``.
 
-    Enhancement is brightness relative to the patient's own brain. A 48³ window inside a large tumour holds almost
-    no normal tissue to compare with, and one bright vessel can set a volume's percentile normalisation, so a
-    low-grade tumour's barely brighter core read as enhancing (Brats18_TCIA10_637_1). Background stays 0."""
+    Enhancement is brightness relative to the patient's own brain, and one bright vessel can set a volume's
+    percentile normalisation. Used only by a network whose manifest asks for it; the one trained so far did not beat
+    the shipped network (training/README.md). Background stays 0."""
     brain = image > 0
     reference = brain & ~np.asarray(tumour, dtype=bool)
     if not reference.any():
