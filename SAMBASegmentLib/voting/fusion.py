@@ -22,7 +22,7 @@ from ..labels import ET_LABEL, NETC, SNFH
 from ..postprocessing import remove_small_regions
 from ..volumes import MODALITIES, resample_array
 from ..weights import WEIGHTS_DIR, verify_sha256
-from .network import VotingUNet3D, decode_regions, parameter_count
+from .network import DEFAULT_NORMALISATION, VotingUNet3D, decode_regions, parameter_count
 
 VOTING_DIR = WEIGHTS_DIR / "voting"
 INPUT_CHANNELS = 3 * len(MODALITIES)
@@ -150,7 +150,8 @@ class VotingNetwork:
             raise WeightsError(f"no voting network manifest at {manifest_path}")
         manifest = json.loads(manifest_path.read_text())
         weights = verify_sha256(Path(folder) / manifest["file"], manifest["sha256"])
-        model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]))
+        model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]),
+                             normalisation=manifest.get("normalisation", DEFAULT_NORMALISATION))
         model.load_state_dict(load_file(str(weights)), strict=True)
         return cls(model, int(manifest["patch"]), f"{weights.name} ({manifest.get('trained_on', 'unknown data')})",
                    tuple(manifest.get("spacing_mm", TRAINED_SPACING)),

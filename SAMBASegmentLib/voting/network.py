@@ -2,7 +2,10 @@
 
 It predicts the three nested BraTS regions (WT, TC, ET) as independent sigmoids and decodes them top-down,
 ET inside TC inside WT, so the hierarchy holds by construction and no class can overwrite another (the bug
-of SAMBA's public decoding). Instance normalisation keeps it independent of batch size (1-2 patches on a CPU).
+of SAMBA's public decoding). Instance normalisation (the shipped network's) keeps training independent of batch
+size (1-2 patches on a CPU) but rescales every window to its own mean and spread, so how bright a core is against
+the rest of the brain reaches the network only through the window's contrast; batch normalisation keeps absolute
+levels (its statistics are fixed once trained).
 """
 
 from __future__ import annotations
@@ -15,34 +18,40 @@ from ..labels import ET_LABEL, NETC, SNFH
 
 OUTPUT_REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
 DEFAULT_WIDTHS: tuple[int, ...] = (12, 24, 48)
+NORMALISATIONS: dict[str, type[nn.Module]] = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d}
+DEFAULT_NORMALISATION = "instance"
 
 
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+def _double_conv(in_channels: int, out_channels: int, normalisation: str) -> nn.Sequential:
+    norm = NORMALISATIONS[normalisation]
     layers: list[nn.Module] = []
     for channels_in in (in_channels, out_channels):
         layers += [nn.Conv3d(channels_in, out_channels, 3, padding=1, bias=False),
-                   nn.InstanceNorm3d(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True)]
+                   norm(out_channels, affine=True), nn.LeakyReLU(0.01, inplace=True)]
     return nn.Sequential(*layers)
 
 
 class VotingUNet3D(nn.Module):
-    """U-Net with ``len(widths)`` levels; input sides must be divisible by 2**(levels-1)."""
+    """U-Net with ``len(widths)`` levels; input sides must be divisible by 2**(levels-1); ``normalisation``: a key
+    of ``NORMALISATIONS``."""
 
     def __init__(self, in_channels: int, widths: tuple[int, ...] = DEFAULT_WIDTHS,
-                 out_channels: int = len(OUTPUT_REGIONS)) -> None:
+                 out_channels: int = len(OUTPUT_REGIONS), normalisation: str = DEFAULT_NORMALISATION) -> None:
         super().__init__()
-        self.widths = tuple(widths)
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {normalisation!r}; expected one of {sorted(NORMALISATIONS)}")
+        self.widths, self.normalisation = tuple(widths), normalisation
         self.encoders = nn.ModuleList()
         channels = in_channels
         for width in widths:
-            self.encoders.append(_double_conv(channels, width))
+            self.encoders.append(_double_conv(channels, width, normalisation))
             channels = width
         self.pool = nn.MaxPool3d(2)
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for width in reversed(widths[:-1]):
             self.upsamplers.append(nn.ConvTranspose3d(channels, width, 2, stride=2))
-            self.decoders.append(_double_conv(2 * width, width))
+            self.decoders.append(_double_conv(2 * width, width, normalisation))
             channels = width
         self.head = nn.Conv3d(channels, out_channels, 1)
 

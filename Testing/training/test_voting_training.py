@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
+from SAMBASegmentLib.voting import VotingNetwork
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, NORMAL_BRAIN_LEVEL
 from SAMBASegmentLib.voting.network import VotingUNet3D
+from training.split import case_dirs
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
-from training.voting.train import MAX_BORDER_SHIFT, PATCH, load_training_case, sample_patch, voting_loss
+from training.voting.ship import export
+from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, load_training_case,
+                                   recalibrate_batch_norm, sample_patch, voting_loss)
+from training.voting.train import main as train_main
 
 CASE = "brats_2013_pat0006_1"  # training side; FLAIR and T1ce only, so dropped modalities are exercised too
 
@@ -111,3 +117,54 @@ def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path):
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.85 * losses[0], losses
+
+
+def _real_batches(data_dir: Path, tmp_path: Path, count: int, side: int = 32) -> list[torch.Tensor]:
+    case = load_case(data_dir / CASE)
+    _cache_exact_masks(case, tmp_path)
+    volumes = load_training_case(data_dir / CASE, tmp_path)
+    rng = np.random.default_rng(3)
+    return [torch.from_numpy(np.stack([sample_patch(volumes, rng)[0][..., :side, :side, :side] for _ in range(2)]))
+            for _ in range(count)]
+
+
+def test_batch_norm_keeps_the_mean_statistics_of_the_recalibration_batches(data_dir: Path, tmp_path: Path):
+    """After recalibration a batch-normalised network normalises with the plain mean of the batches' statistics
+    (not training's running average, which follows the last few batches), and training's momentum is back."""
+    first, second = _real_batches(data_dir, tmp_path, 2)
+    torch.manual_seed(0)
+    model = VotingUNet3D(INPUT_CHANNELS, normalisation="batch")
+    first_conv, first_norm = model.encoders[0][0], model.encoders[0][1]
+    with torch.no_grad():
+        means = [first_conv(batch).mean(dim=(0, 2, 3, 4)) for batch in (first, second)]
+    batches = iter((first, second))
+    assert recalibrate_batch_norm(model, lambda: next(batches), 2) == 10  # two per double convolution, five of them
+    torch.testing.assert_close(first_norm.running_mean, (means[0] + means[1]) / 2, rtol=1e-4, atol=1e-5)
+    assert first_norm.momentum == 0.1 and int(first_norm.num_batches_tracked) == 2
+
+    instance = VotingUNet3D(INPUT_CHANNELS)
+    before = {k: v.clone() for k, v in instance.state_dict().items()}
+    assert recalibrate_batch_norm(instance, lambda: first, 2) == 0
+    assert all(torch.equal(before[k], v) for k, v in instance.state_dict().items())
+
+
+def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Path, tmp_path: Path):
+    """train → ship → engine: the manifest names the normalisation, the engine builds the same network and it gives
+    exactly the trained network's outputs (statistics included); an unknown normalisation is refused."""
+    first_case = load_case(case_dirs("training", data_dir)[0])
+    _cache_exact_masks(first_case, tmp_path)
+    run = tmp_path / "run"
+    assert train_main(["--out", str(run), "--cache", str(tmp_path), "--cases", "1", "--steps", "2", "--patch", "16",
+                       "--save-every", "1", "--normalisation", "batch", "--seed", "2"]) == 0
+    manifest = export(run, tmp_path / "export")
+    assert manifest["normalisation"] == "batch" and "batch norm" in manifest["architecture"]
+    trained = VotingUNet3D(INPUT_CHANNELS, normalisation="batch")
+    trained.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    assert int(trained.encoders[0][1].num_batches_tracked) == BATCH_NORM_BATCHES
+    loaded = VotingNetwork.load(tmp_path / "export").model
+    assert loaded.normalisation == "batch"
+    batch = _real_batches(data_dir, tmp_path, 1, side=16)[0]
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(batch), trained.eval()(batch), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown normalisation 'group'"):
+        VotingUNet3D(INPUT_CHANNELS, normalisation="group")

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, RELATIVE_INTENSITIES, TRAINED_SPACING, VOTING_DIR
-from SAMBASegmentLib.voting.network import OUTPUT_REGIONS, VotingUNet3D, parameter_count
+from SAMBASegmentLib.voting.network import DEFAULT_NORMALISATION, OUTPUT_REGIONS, VotingUNet3D, parameter_count
 from SAMBASegmentLib.weights import sha256_of
 
 from ..ship import LICENCES
@@ -30,14 +30,16 @@ WEIGHTS_FILE = "voting_unet3d.safetensors"
 def export(run: Path, destination: Path) -> dict:
     settings = json.loads((run / "settings.json").read_text())
     state = torch.load(run / "checkpoint.pt", weights_only=True)
-    model = VotingUNet3D(INPUT_CHANNELS, tuple(settings["widths"]))
+    normalisation = settings.get("normalisation", DEFAULT_NORMALISATION)
+    model = VotingUNet3D(INPUT_CHANNELS, tuple(settings["widths"]), normalisation=normalisation)
     model.load_state_dict(state["model"])
     destination.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(destination / WEIGHTS_FILE))
     manifest = {
         "file": WEIGHTS_FILE, "sha256": sha256_of(destination / WEIGHTS_FILE),
         "bytes": (destination / WEIGHTS_FILE).stat().st_size,
-        "architecture": "3D U-Net, instance norm, LeakyReLU, max-pool down, transposed-conv up",
+        "architecture": f"3D U-Net, {normalisation} norm, LeakyReLU, max-pool down, transposed-conv up",
+        "normalisation": normalisation,
         "widths": settings["widths"], "parameters": parameter_count(model), "patch": settings["patch"],
         "spacing_mm": list(TRAINED_SPACING),
         "inputs": "4 normalised images, 4 binary SAM masks, 4 presence flags (FLAIR, T1, T1ce, T2)",
@@ -45,7 +47,7 @@ def export(run: Path, destination: Path) -> dict:
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities") if k in settings},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities", "normalisation") if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }

@@ -20,18 +20,21 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, relative_to_normal_brain
-from SAMBASegmentLib.voting.network import DEFAULT_WIDTHS, OUTPUT_REGIONS, VotingUNet3D, parameter_count
+from SAMBASegmentLib.voting.network import (DEFAULT_NORMALISATION, DEFAULT_WIDTHS, NORMALISATIONS, OUTPUT_REGIONS,
+                                            VotingUNet3D, parameter_count)
 
 from ..split import case_dirs
 from .masks import MASK_CACHE, VARIANTS, load_case_masks, mask_key
@@ -39,6 +42,7 @@ from .masks import MASK_CACHE, VARIANTS, load_case_masks, mask_key
 CROP_MARGIN = 16
 PATCH = 48  # 64³ costs 2.4x the time per step on a 2-core CPU for the same number of steps
 DROP_PROBABILITIES = (0.2, 0.05, 0.15)  # one, two, three modalities dropped: a single one is often all there is
+BATCH_NORM_BATCHES = 200  # training batches whose mean statistics a batch-normalised network keeps
 MAX_BORDER_SHIFT = 3  # voxels a perturbed SAM mask's border moves, inwards or outwards
 
 
@@ -146,10 +150,43 @@ def voting_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0)
     return F.binary_cross_entropy_with_logits(logits, target) + (1 - dice).mean()
 
 
+def draw_batch(cases: list[CaseVolumes], rng: np.random.Generator, size: int, patch: int,
+               drop_probabilities: tuple[float, ...], mask_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = [sample_patch(cases[rng.integers(len(cases))], rng, patch, drop_probabilities, mask_noise)
+             for _ in range(size)]
+    return torch.from_numpy(np.stack([b[0] for b in batch])), torch.from_numpy(np.stack([b[1] for b in batch]))
+
+
+def recalibrate_batch_norm(model: VotingUNet3D, next_inputs: Callable[[], torch.Tensor], count: int) -> int:
+    """Batch-norm statistics set to the plain mean over ``count`` training batches, not the running average that
+    training leaves (mostly its last ~10 batches of two patches): the fixed levels inference normalises with.
+    Returns the number of batch-norm layers recalibrated."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
+    if not norms:
+        return 0
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(count):
+            model(next_inputs())
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return len(norms)
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int = 50) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def save_checkpoint(model: VotingUNet3D, optimiser: torch.optim.Optimizer, step: int, path: Path) -> None:
+    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step},
+               path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                              "in a patch")
     parser.add_argument("--relative-intensities", action="store_true",
                         help="scale each image so its normal brain (outside the SAM masks) has one level")
+    parser.add_argument("--normalisation", default=DEFAULT_NORMALISATION, choices=sorted(NORMALISATIONS),
+                        help="batch: keeps absolute levels (statistics recomputed over many patches at the end)")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -179,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"no cached SAM masks for {missing}: run python -m training.voting.masks --side training")
     cases = [load_training_case(folder, args.cache, args.patch, args.relative_intensities) for folder in folders]
-    model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths))
+    model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths), normalisation=args.normalisation)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     checkpoint_path = args.out / "checkpoint.pt"
     step = 0
@@ -200,10 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     started, recent = time.perf_counter(), []
     with open(args.out / "log.jsonl", "a") as log:
         while step < args.steps:
-            batch = [sample_patch(cases[rng.integers(len(cases))], rng, args.patch, tuple(args.drop), args.mask_noise)
-                     for _ in range(args.batch)]
-            inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
-            target = torch.from_numpy(np.stack([b[1] for b in batch]))
+            inputs, target = draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), args.mask_noise)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(step, args.steps, args.lr)
             loss = voting_loss(model(inputs), target)
@@ -212,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             optimiser.step()
             step += 1
             recent.append(loss.item())
+            if step == args.steps:
+                def next_inputs() -> torch.Tensor:
+                    return draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), args.mask_noise)[0]
+
+                if recalibrate_batch_norm(model, next_inputs, BATCH_NORM_BATCHES):
+                    print(f"batch-norm statistics recomputed over {BATCH_NORM_BATCHES} batches", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps:
-                state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
-                torch.save(state, checkpoint_path.with_suffix(".tmp"))
-                checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+                save_checkpoint(model, optimiser, step, checkpoint_path)
                 record = {"step": step, "loss": float(np.mean(recent)), "lr": learning_rate(step - 1, args.steps, args.lr),
                           "seconds": round(time.perf_counter() - started, 1)}
                 log.write(json.dumps(record) + "\n")
