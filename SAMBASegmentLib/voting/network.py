@@ -5,7 +5,7 @@ ET inside TC inside WT, so the hierarchy holds by construction and no class can 
 of SAMBA's public decoding). Instance normalisation (the shipped network's) keeps training independent of batch
 size (1-2 patches on a CPU) but rescales every window to its own mean and spread, so how bright a core is against
 the rest of the brain reaches the network only through the window's contrast; batch normalisation keeps absolute
-levels (its statistics are fixed once trained).
+levels (its statistics are fixed once trained); the one trained so far generalised worse (training/README.md).
 """
 
 from __future__ import annotations
