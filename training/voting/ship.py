@@ -47,7 +47,7 @@ def export(run: Path, destination: Path) -> dict:
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities", "normalisation") if k in settings},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities") if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
