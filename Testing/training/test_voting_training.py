@@ -17,8 +17,8 @@ from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.split import case_dirs
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
 from training.voting.ship import export
-from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, load_training_case,
-                                   recalibrate_batch_norm, sample_patch, voting_loss)
+from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, MaskNoise, load_training_case,
+                                   recalibrate_batch_norm, sample_patch, shifted_border, voting_loss)
 from training.voting.train import main as train_main
 
 CASE = "brats_2013_pat0006_1"  # training side; FLAIR and T1ce only, so dropped modalities are exercised too
@@ -83,7 +83,7 @@ def test_mask_noise_moves_each_masks_border_by_a_few_voxels_only(data_dir: Path,
     rng = np.random.default_rng(2)
     grown = shrunk = 0
     for _ in range(12):
-        inputs, regions = sample_patch(volumes, rng, drop_probabilities=(0.0,), mask_noise=1.0)
+        inputs, regions = sample_patch(volumes, rng, drop_probabilities=(0.0,), mask_noise=MaskNoise(1.0))
         whole = regions[0] > 0
         if whole.sum() < 2000:
             continue
@@ -96,6 +96,37 @@ def test_mask_noise_moves_each_masks_border_by_a_few_voxels_only(data_dir: Path,
             grown += int(mask.sum() > whole.sum())
             shrunk += int(mask.sum() < whole.sum())
     assert grown > 0 and shrunk > 0
+
+
+def test_inward_noise_shrinks_every_mask_of_a_patch_together_and_never_from_the_patch_edge(data_dir: Path,
+                                                                                            tmp_path: Path):
+    """SAM stops short of faint oedema in every modality at once: the noise that teaches the network to grow a
+    border back must shrink all of a patch's masks, by up to ``max_shift`` voxels, and only at the tumour's border."""
+    case = load_case(data_dir / CASE)
+    _cache_exact_masks(case, tmp_path)
+    volumes = load_training_case(data_dir / CASE, tmp_path)
+    rng = np.random.default_rng(3)
+    noise = MaskNoise(chance=1.0, max_shift=7, inward_share=0.9, same_direction=True)
+    directions, deepest = [], 0
+    for _ in range(16):
+        inputs, regions = sample_patch(volumes, rng, drop_probabilities=(0.0,), mask_noise=noise)
+        whole = regions[0] > 0
+        if whole.sum() < 2000:
+            continue
+        moved = []
+        for channel in np.nonzero(inputs[2 * len(MODALITIES):, 0, 0, 0])[0]:
+            mask = inputs[len(MODALITIES) + channel] > 0
+            assert np.all(ndimage.binary_erosion(whole, iterations=7, border_value=1) <= mask)
+            assert np.all(mask <= ndimage.binary_dilation(whole, iterations=7))
+            moved.append(int(np.sign(mask.sum() - whole.sum())))
+            if moved[-1] < 0:
+                deepest = max(deepest, int(np.max(ndimage.distance_transform_edt(whole & ~mask))))
+        assert len(set(moved)) == 1 and moved[0] != 0  # every modality moved, and the same way
+        directions.append(moved[0])
+    assert directions.count(-1) > directions.count(1) and deepest > MAX_BORDER_SHIFT
+
+    full = np.ones((8, 8, 8), dtype=np.float32)  # a patch inside the tumour: nothing to erode
+    np.testing.assert_array_equal(shifted_border(full, rng, 7, inward_share=1.0), full)
 
 
 def test_a_few_steps_lower_the_loss(data_dir: Path, tmp_path: Path):

@@ -25,6 +25,8 @@ from .evaluate import format_table
 from .train import MAX_BORDER_SHIFT
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
+TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
+                     "same_direction", "cache", "relative_intensities")
 
 
 def export(run: Path, destination: Path) -> dict:
@@ -47,7 +49,7 @@ def export(run: Path, destination: Path) -> dict:
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in ("steps", "batch", "lr", "seed", "drop", "mask_noise", "cache", "relative_intensities") if k in settings},
+        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in TRAINING_SETTINGS if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
@@ -66,10 +68,13 @@ def _masks_of(evaluation: dict) -> str:
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
-    mask_noise = manifest.get("training_settings", {}).get("mask_noise", 0.0)
-    border_noise = (f"\nEach modality's SAM mask had its border moved in or out by 1-{MAX_BORDER_SHIFT} voxels in "
-                    f"{mask_noise:.0%} of the patches,\nso the network learns to place a border from the image rather "
-                    "than copy SAM's." if mask_noise else "")
+    trained = manifest.get("training_settings", {})
+    mask_noise = trained.get("mask_noise", 0.0)
+    inwards = trained.get("inward_share", 0.5)
+    together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
+    border_noise = (f"\nEach modality's SAM mask had its border moved by 1-{trained.get('max_border_shift', MAX_BORDER_SHIFT)} "
+                    f"voxels ({inwards:.0%} of the time inwards{together}) in {mask_noise:.0%} of the patches,\nso the "
+                    "network learns to place a border from the image rather than copy SAM's." if mask_noise else "")
     tables = "\n\n".join(f"{_masks_of(e)}:\n\n{format_table(e['summary'])}" for e in evaluations)
     return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
 

@@ -4,8 +4,9 @@ Patches of 48³ (a third centred on a whole-tumour voxel, a third on a tumour-co
 the tumour), Dice + binary cross-entropy on the three nested regions (WT, TC, ET), AdamW with warm-up and cosine
 decay, fixed seeds. Augmentation teaches what the product meets: the prompt variant is drawn per patch (the
 clinician's box, jittered boxes, the detector's), sometimes per modality; SAM's masks are eroded or dilated by a
-few voxels (``--mask-noise``) so the network learns to place a border from the image rather than copy SAM's (SAM
-stops short of faint oedema); modalities are dropped (zero channels, flag 0) so a missing one is a known input,
+few voxels (``--mask-noise``; how far, how often inwards and whether all modalities together:
+``--max-border-shift``, ``--inward-share``, ``--same-direction``) so the network learns to place a border from the
+image rather than copy SAM's (SAM stops short of faint oedema); modalities are dropped (zero channels, flag 0) so a missing one is a known input,
 down to a single one (``--drop``: the automatic path's FLAIR-only refinement); intensities are scaled and shifted;
 left-right and front-back flips. Checkpoints every ``--save-every`` steps; a second run with the same folder
 resumes. The shipped network (the defaults, 8000 steps: under an hour on 2 cores):
@@ -89,20 +90,36 @@ def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATC
     return CaseVolumes(folder.name, cut(images).astype(np.float16), present, cut(masks), cut(regions))
 
 
-def shifted_border(mask: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_BORDER_SHIFT) -> np.ndarray:
-    """``mask`` eroded or dilated (even odds) by 1 to ``max_shift`` voxels: a SAM mask that stopped short of the
-    border or ran past it."""
+@dataclass(frozen=True)
+class MaskNoise:
+    """How SAM's masks are perturbed in training. ``chance``: that a modality's mask has its border moved;
+    ``max_shift``: voxels it moves at most; ``inward_share``: chance that it shrinks rather than grows (SAM stops
+    short of faint oedema far more often than it runs past it); ``same_direction``: every perturbed modality of a
+    patch moves the same way, as SAM errs on one tumour alike in every modality."""
+
+    chance: float = 0.0
+    max_shift: int = MAX_BORDER_SHIFT
+    inward_share: float = 0.5
+    same_direction: bool = False
+
+
+def shifted_border(mask: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_BORDER_SHIFT,
+                   inward_share: float = 0.5, inwards: bool | None = None) -> np.ndarray:
+    """``mask`` eroded or dilated by 1 to ``max_shift`` voxels: a SAM mask that stopped short of the border or ran
+    past it. Eroded with chance ``inward_share``, unless ``inwards`` decides."""
     shift = int(rng.integers(1, max_shift + 1))
-    grow = rng.random() < 0.5
-    moved = (ndimage.binary_dilation if grow else ndimage.binary_erosion)(mask > 0, iterations=shift)
+    shrink = rng.random() >= 1 - inward_share if inwards is None else inwards
+    if shrink:  # the patch's edge is not the mask's border: what lies beyond it is unknown, not background
+        moved = ndimage.binary_erosion(mask > 0, iterations=shift, border_value=1)
+    else:
+        moved = ndimage.binary_dilation(mask > 0, iterations=shift)
     return moved.astype(mask.dtype)
 
 
 def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH,
-                 drop_probabilities: tuple[float, ...] = DROP_PROBABILITIES, mask_noise: float = 0.0
+                 drop_probabilities: tuple[float, ...] = DROP_PROBABILITIES, mask_noise: MaskNoise = MaskNoise()
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented (inputs, regions) patch; ``drop_probabilities[n - 1]``: chance that n modalities are dropped;
-    ``mask_noise``: chance that a modality's SAM mask has its border shifted."""
+    """One augmented (inputs, regions) patch; ``drop_probabilities[n - 1]``: chance that n modalities are dropped."""
     shape = case.regions.shape[1:]
     draw = rng.random()
     region = case.regions[0] if draw < 0.35 else case.regions[1] if draw < 0.7 else None
@@ -119,9 +136,11 @@ def sample_patch(case: CaseVolumes, rng: np.random.Generator, patch: int = PATCH
     else:
         variants = rng.integers(len(VARIANTS), size=len(MODALITIES))
     masks = np.stack([case.masks[(v, m, *window)] for m, v in enumerate(variants)]).astype(np.float32)
-    if mask_noise > 0:
-        for channel in np.nonzero(rng.random(len(MODALITIES)) < mask_noise)[0]:
-            masks[channel] = shifted_border(masks[channel], rng)
+    if mask_noise.chance > 0:
+        inwards = rng.random() < mask_noise.inward_share if mask_noise.same_direction else None
+        for channel in np.nonzero(rng.random(len(MODALITIES)) < mask_noise.chance)[0]:
+            masks[channel] = shifted_border(masks[channel], rng, mask_noise.max_shift, mask_noise.inward_share,
+                                            inwards)
     present = case.present.copy()
     count = int(rng.choice(len(drop_probabilities) + 1, p=[1 - sum(drop_probabilities), *drop_probabilities]))
     available = np.nonzero(present)[0]
@@ -151,7 +170,7 @@ def voting_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0)
 
 
 def draw_batch(cases: list[CaseVolumes], rng: np.random.Generator, size: int, patch: int,
-               drop_probabilities: tuple[float, ...], mask_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+               drop_probabilities: tuple[float, ...], mask_noise: MaskNoise) -> tuple[torch.Tensor, torch.Tensor]:
     batch = [sample_patch(cases[rng.integers(len(cases))], rng, patch, drop_probabilities, mask_noise)
              for _ in range(size)]
     return torch.from_numpy(np.stack([b[0] for b in batch])), torch.from_numpy(np.stack([b[1] for b in batch]))
@@ -203,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drop", type=float, nargs="+", default=list(DROP_PROBABILITIES),
                         help="chance that 1, 2, (3) modalities are dropped from a patch")
     parser.add_argument("--mask-noise", type=float, default=0.5,
-                        help=f"chance that a modality's SAM mask is eroded or dilated by 1-{MAX_BORDER_SHIFT} voxels "
-                             "in a patch")
+                        help="chance that a modality's SAM mask is eroded or dilated in a patch")
+    parser.add_argument("--max-border-shift", type=int, default=MAX_BORDER_SHIFT,
+                        help="voxels a perturbed mask's border moves at most")
+    parser.add_argument("--inward-share", type=float, default=0.5,
+                        help="chance that a perturbed mask shrinks rather than grows")
+    parser.add_argument("--same-direction", action="store_true",
+                        help="every perturbed mask of a patch shrinks, or every one grows")
     parser.add_argument("--relative-intensities", action="store_true",
                         help="scale each image so its normal brain (outside the SAM masks) has one level")
     parser.add_argument("--normalisation", default=DEFAULT_NORMALISATION, choices=sorted(NORMALISATIONS),
@@ -212,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
+    mask_noise = MaskNoise(args.mask_noise, args.max_border_shift, args.inward_share, args.same_direction)
     args.out.mkdir(parents=True, exist_ok=True)
     folders = case_dirs("training")[: args.cases]
     missing = [f.name for f in folders if not (args.cache / f"{f.name}.npz").exists()]
@@ -239,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     started, recent = time.perf_counter(), []
     with open(args.out / "log.jsonl", "a") as log:
         while step < args.steps:
-            inputs, target = draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), args.mask_noise)
+            inputs, target = draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), mask_noise)
             for group in optimiser.param_groups:
                 group["lr"] = learning_rate(step, args.steps, args.lr)
             loss = voting_loss(model(inputs), target)
@@ -250,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             recent.append(loss.item())
             if step == args.steps:
                 def next_inputs() -> torch.Tensor:
-                    return draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), args.mask_noise)[0]
+                    return draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), mask_noise)[0]
 
                 if recalibrate_batch_norm(model, next_inputs, BATCH_NORM_BATCHES):
                     print(f"batch-norm statistics recomputed over {BATCH_NORM_BATCHES} batches", file=sys.stderr)
