@@ -49,7 +49,8 @@ def export(run: Path, destination: Path) -> dict:
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
-        "mask_variants": settings["variants"], "training_settings": {k: settings[k] for k in TRAINING_SETTINGS if k in settings},
+        "mask_variants": settings["variants"],
+        "training_settings": {k: settings[k] for k in TRAINING_SETTINGS if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
@@ -72,9 +73,10 @@ def model_card(manifest: dict, evaluations: list[dict]) -> str:
     mask_noise = trained.get("mask_noise", 0.0)
     inwards = trained.get("inward_share", 0.5)
     together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
-    border_noise = (f"\nEach modality's SAM mask had its border moved by 1-{trained.get('max_border_shift', MAX_BORDER_SHIFT)} "
-                    f"voxels ({inwards:.0%} of the time inwards{together}) in {mask_noise:.0%} of the patches,\nso the "
-                    "network learns to place a border from the image rather than copy SAM's." if mask_noise else "")
+    shift = trained.get("max_border_shift", MAX_BORDER_SHIFT)
+    border_noise = (f"\nEach modality's SAM mask had its border moved by 1-{shift} voxels ({inwards:.0%} of the time "
+                    f"inwards{together}) in {mask_noise:.0%} of the patches,\nso the network learns to place a border "
+                    "from the image rather than copy SAM's." if mask_noise else "")
     tables = "\n\n".join(f"{_masks_of(e)}:\n\n{format_table(e['summary'])}" for e in evaluations)
     return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
 

@@ -6,10 +6,10 @@ decay, fixed seeds. Augmentation teaches what the product meets: the prompt vari
 clinician's box, jittered boxes, the detector's), sometimes per modality; SAM's masks are eroded or dilated by a
 few voxels (``--mask-noise``; how far, how often inwards and whether all modalities together:
 ``--max-border-shift``, ``--inward-share``, ``--same-direction``) so the network learns to place a border from the
-image rather than copy SAM's (SAM stops short of faint oedema); modalities are dropped (zero channels, flag 0) so a missing one is a known input,
-down to a single one (``--drop``: the automatic path's FLAIR-only refinement); intensities are scaled and shifted;
-left-right and front-back flips. Checkpoints every ``--save-every`` steps; a second run with the same folder
-resumes. The shipped network (the defaults, 8000 steps: under an hour on 2 cores):
+image rather than copy SAM's (SAM stops short of faint oedema); modalities are dropped (zero channels, flag 0) so a
+missing one is a known input, down to a single one (``--drop``: the automatic path's FLAIR-only refinement);
+intensities are scaled and shifted; left-right and front-back flips. Checkpoints every ``--save-every`` steps; a
+second run with the same folder resumes. The shipped network (the defaults, 8000 steps: under an hour on 2 cores):
 
     OMP_NUM_THREADS=2 nohup python -m training.voting.train --out training/runs/voting --seed 1 > training/runs/voting.log 2>&1 &
 """
@@ -93,9 +93,9 @@ def load_training_case(folder: Path, cache: Path = MASK_CACHE, patch: int = PATC
 @dataclass(frozen=True)
 class MaskNoise:
     """How SAM's masks are perturbed in training. ``chance``: that a modality's mask has its border moved;
-    ``max_shift``: voxels it moves at most; ``inward_share``: chance that it shrinks rather than grows (SAM stops
-    short of faint oedema far more often than it runs past it); ``same_direction``: every perturbed modality of a
-    patch moves the same way, as SAM errs on one tumour alike in every modality."""
+    ``max_shift``: voxels it moves at most; ``inward_share``: chance that it shrinks rather than grows;
+    ``same_direction``: every perturbed modality of a patch moves the same way, as when SAM stops short of faint
+    oedema in every modality at once (training/README: tried, not adopted)."""
 
     chance: float = 0.0
     max_shift: int = MAX_BORDER_SHIFT
