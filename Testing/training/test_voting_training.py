@@ -189,6 +189,7 @@ def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Pa
                        "--save-every", "1", "--normalisation", "batch", "--seed", "2"]) == 0
     manifest = export(run, tmp_path / "export")
     assert manifest["normalisation"] == "batch" and "batch norm" in manifest["architecture"]
+    assert manifest["training_settings"]["cache"] == tmp_path.name  # the mask cache's name, not a path on this machine
     trained = VotingUNet3D(INPUT_CHANNELS, normalisation="batch")
     trained.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     assert int(trained.encoders[0][1].num_batches_tracked) == BATCH_NORM_BATCHES

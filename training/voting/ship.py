@@ -50,7 +50,8 @@ def export(run: Path, destination: Path) -> dict:
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
         "mask_variants": settings["variants"],
-        "training_settings": {k: settings[k] for k in TRAINING_SETTINGS if k in settings},
+        "training_settings": {k: Path(settings[k]).name if k == "cache" else settings[k]  # not this machine's path
+                              for k in TRAINING_SETTINGS if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
