@@ -22,7 +22,7 @@ from SAMBASegmentLib.weights import sha256_of
 from ..ship import LICENCES
 from ..split import SPLIT_PATH, load_split
 from .evaluate import format_table
-from .train import MAX_BORDER_SHIFT
+from .train import MAX_BORDER_SHIFT, MaskNoise
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
 TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
@@ -72,7 +72,7 @@ def _masks_of(evaluation: dict) -> str:
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
     trained = manifest.get("training_settings", {})
     mask_noise = trained.get("mask_noise", 0.0)
-    inwards = trained.get("inward_share", 0.5)
+    inwards = trained.get("inward_share", MaskNoise.inward_share)
     together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
     shift = trained.get("max_border_shift", MAX_BORDER_SHIFT)
     border_noise = (f"\nEach modality's SAM mask had its border moved by 1-{shift} voxels ({inwards:.0%} of the time "

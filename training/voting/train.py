@@ -104,7 +104,7 @@ class MaskNoise:
 
 
 def shifted_border(mask: np.ndarray, rng: np.random.Generator, max_shift: int = MAX_BORDER_SHIFT,
-                   inward_share: float = 0.5, inwards: bool | None = None) -> np.ndarray:
+                   inward_share: float = MaskNoise.inward_share, inwards: bool | None = None) -> np.ndarray:
     """``mask`` eroded or dilated by 1 to ``max_shift`` voxels: a SAM mask that stopped short of the border or ran
     past it. Eroded with chance ``inward_share``, unless ``inwards`` decides."""
     shift = int(rng.integers(1, max_shift + 1))
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="chance that a modality's SAM mask is eroded or dilated in a patch")
     parser.add_argument("--max-border-shift", type=int, default=MAX_BORDER_SHIFT,
                         help="voxels a perturbed mask's border moves at most")
-    parser.add_argument("--inward-share", type=float, default=0.5,
+    parser.add_argument("--inward-share", type=float, default=MaskNoise.inward_share,
                         help="chance that a perturbed mask shrinks rather than grows")
     parser.add_argument("--same-direction", action="store_true",
                         help="every perturbed mask of a patch shrinks, or every one grows")
