@@ -28,10 +28,10 @@ from SAMBASegmentLib.detection import (Candidate, DetectionSettings, TumourDetec
                                        link_detections, segment_auto)
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.pipeline import DEFAULT_VIEWS, VIEW_CHOICES, checked_in_views
+from SAMBASegmentLib.pipeline import DEFAULT_VIEWS, REFINED_REGIONS, VIEW_CHOICES, checked_in_views, evaluate_case_refined
 from SAMBASegmentLib.postprocessing import remove_small_components
 from SAMBASegmentLib.prompts import PixelBox
-from SAMBASegmentLib.volumes import ScalarVolume, load_case, scalar_volume_from_image
+from SAMBASegmentLib.volumes import MODALITIES, Case, ScalarVolume, load_case, scalar_volume_from_image
 from SAMBASegmentLib.voting import VotingNetwork
 from SAMBASegmentLib.voting.fusion import VOTING_DIR
 from training.detector.common import DATASET_DIR, RUNS_DIR, case_folder, case_roles
@@ -98,6 +98,23 @@ def degrade_case(volume: ScalarVolume, truth: np.ndarray, kind: str, seed: int) 
     return degraded, truth
 
 
+def degraded_case(case: Case, kind: str, seed: int) -> Case:
+    """Every modality of a labelled case degraded by ``degrade_case``, as one older acquisition gives them: the
+    same slabs averaged and the same bias field in every modality, noise drawn for each modality on its own (FLAIR
+    with ``seed`` itself, so its copy is the one the single-modality figures use). The label follows the slabs."""
+    volumes: dict[str, ScalarVolume] = {}
+    label = case.label
+    for modality, volume in case.volumes.items():
+        own_seed = seed if kind == "bias" else seed + 1000 * MODALITIES.index(modality)
+        volumes[modality], label = degrade_case(volume, case.label, kind, own_seed)
+    first = next(iter(volumes.values()))
+    reference = sitk.Image([int(n) for n in first.array.shape[::-1]], sitk.sitkUInt8)
+    reference.SetSpacing(tuple(float(s) for s in first.spacing[::-1]))
+    reference.SetDirection(case.reference.GetDirection())
+    reference.SetOrigin(case.reference.GetOrigin())
+    return replace(case, name=f"{case.name} ({kind})", reference=reference, volumes=volumes, label=label)
+
+
 def detection_figures(detector: TumourDetector, volume: ScalarVolume, truth: np.ndarray,
                       settings: DetectionSettings, min_pixels: int) -> dict:
     """Per-case detection figures along the axial axis (see the module docstring)."""
@@ -152,6 +169,14 @@ def summarise(cases: dict[str, dict]) -> dict:
             for key, value in case.get("auto", {}).items():
                 dices.setdefault(key, []).append(value[figure])
         summary[f"auto_{figure}"] = {key: float(np.mean(values)) for key, values in dices.items()}
+    fused: dict[str, dict[str, list[float]]] = {}
+    for case in cases.values():
+        for key, scores in case.get("fused", {}).items():
+            for figure, value in scores.items():
+                fused.setdefault(key, {}).setdefault(figure, []).append(value)
+    if fused:
+        summary["auto_fused"] = {key: {figure: float(np.mean(values)) for figure, values in figures.items()}
+                                 for key, figures in fused.items()}
     return summary
 
 
@@ -184,6 +209,9 @@ def main() -> None:
                         help="the voting network that redraws the whole tumour (default: the shipped one)")
     parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEW_CHOICES,
                         help="3: SAM's mask checked in three views before the redraw, as samba does by default")
+    parser.add_argument("--fused", action="store_true",
+                        help="also the path of `samba evaluate --prompt auto --refine`: every modality segmented from "
+                             "the same candidates, fused by the voting network (ET, TC, WT Dice)")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
@@ -214,11 +242,12 @@ def main() -> None:
         cases: dict[str, dict] = {}
         for seed, name in enumerate(case_roles()[args.side]):
             case = load_case(case_folder(name, args.data_dir))
-            volume, truth = case.volume(detector.modality), region_mask(case.label, "WT")
             if quality != "none":
-                volume, truth = degrade_case(volume, truth, quality, seed)
+                case = degraded_case(case, quality, seed)
+            volume, truth = case.volume(detector.modality), region_mask(case.label, "WT")
             axis = volume.view_axis("axial")
-            entry = {"detection": detection_figures(detector, volume, truth, settings, min_pixels), "auto": {}}
+            entry = {"detection": detection_figures(detector, volume, truth, settings, min_pixels), "auto": {},
+                     "fused": {}}
             for adapter, engine in engines.items():
                 for variant in variants:  # variants share the slice embeddings: only the first pays the encoder
                     result = segment_auto(engine, detector, volume, axis, replace(settings, **VARIANTS[variant]))
@@ -230,15 +259,24 @@ def main() -> None:
                         "candidates": len(result.candidates),
                         "segmented": len(result.segmented), "proposal_seconds": result.proposal_seconds,
                         "segmentation_seconds": result.segmentation_seconds}
-                engine.clear_cache(volume)
+                if args.fused:  # after the FLAIR-only path, whose FLAIR embeddings it reuses
+                    fused = evaluate_case_refined(engine, case, "auto", network, axis, detector=detector,
+                                                  views=args.views)
+                    entry["fused"][adapter] = {**{f"{r.lower()}_dice": fused.scores[r]["dice"] for r in REFINED_REGIONS},
+                                               "seconds": fused.seconds}
+                engine.clear_cache()
             cases[name] = entry
             print(f"[{quality}] {name}: found={entry['detection']['tumour_found']} "
                   f"false={entry['detection']['false_candidates']} "
                   f"proposals={entry['detection']['proposal_seconds']:.2f}s "
-                  + " ".join(f"dice[{a}]={v['wt_dice']:.3f} (SAM {v['wt_dice_sam']:.3f})" for a, v in entry["auto"].items()),
+                  + " ".join(f"dice[{a}]={v['wt_dice']:.3f} (SAM {v['wt_dice_sam']:.3f})" for a, v in entry["auto"].items())
+                  + "".join(f" fused[{a}] ET/TC/WT {v['et_dice']:.3f}/{v['tc_dice']:.3f}/{v['wt_dice']:.3f} "
+                            f"({v['seconds']:.0f} s)" for a, v in entry["fused"].items()),
                   flush=True)
         report["by_quality"][quality] = {"summary": summarise(cases), "cases": cases}
         print(f"[{quality}] summary: {json.dumps(report['by_quality'][quality]['summary'])}", flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))  # after each quality: a long run keeps what it finished
     if args.map:
         yaml = DATASET_DIR / ("report.yaml" if args.side == "val" else "data.yaml")
         report["ultralytics"] = ultralytics_map(detector.path, yaml, detector.imgsz)
