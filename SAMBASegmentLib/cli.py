@@ -70,8 +70,9 @@ def _add_refine_options(parser: argparse.ArgumentParser) -> None:
                             "map beside the label map")
     group.add_argument("--voting-network", help="a voting network folder (default: the shipped one)")
     parser.add_argument("--whole-tumour", choices=("sam", "network"), default=None,
-                        help="the whole tumour as SAM's mask, or redrawn by the voting network from the same "
-                             "modality (default: network for --prompt auto, sam otherwise)")
+                        help="the whole tumour from one modality: SAM's mask, or redrawn by the voting network from "
+                             "that modality alone (default: sam; --prompt auto fuses every modality as --refine "
+                             "does unless this is given)")
 
 
 def _add_view_options(parser: argparse.ArgumentParser) -> None:
@@ -133,15 +134,22 @@ def _fusion(args: argparse.Namespace):
     return "rule" if args.refine == "rule" else _voting_network(args)
 
 
-def _whole_tumour_network(args: argparse.Namespace, automatic: bool):
-    """The voting network that redraws a single modality's whole tumour, or None to keep SAM's mask. The automatic
-    path uses it by default: nobody corrects its masks, and it lifts validation WT Dice from 0.815 to 0.84."""
+def _fuse_automatic_path_by_default(args: argparse.Namespace) -> None:
+    """``--prompt auto`` fuses every modality (as ``--refine``) unless ``--whole-tumour`` or ``--refine`` says
+    otherwise: nobody corrects the automatic path's masks, and the modalities together find the faint oedema that
+    FLAIR's mask alone misses (validation WT Dice 0.849 → 0.863, README)."""
+    if args.prompt == "auto" and args.refine is None and args.whole_tumour is None:
+        args.refine = "network"
+
+
+def _whole_tumour_network(args: argparse.Namespace):
+    """The voting network that redraws a single modality's whole tumour (``--whole-tumour network``), or None to
+    keep SAM's mask or when ``--refine`` fuses every modality."""
     if args.refine:
-        if args.whole_tumour == "network":
+        if args.whole_tumour is not None:
             raise SambaError("--whole-tumour applies without --refine (--refine fuses every modality)")
         return None
-    choice = args.whole_tumour or ("network" if automatic else "sam")
-    return _voting_network(args) if choice == "network" else None
+    return _voting_network(args) if args.whole_tumour == "network" else None
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -195,7 +203,8 @@ def command_segment(args: argparse.Namespace) -> int:
     if args.prompt == "box":
         corners = _ras_box_to_ijk(case, args.box) if args.ras else [int(round(v)) for v in args.box]
         box = Box3D.from_ijk(*corners).clipped_to(volume.array.shape)  # fails before the model loads
-    network = _whole_tumour_network(args, automatic=args.prompt == "auto")
+    _fuse_automatic_path_by_default(args)
+    network = _whole_tumour_network(args)
     engine = _engine(args)
     if args.refine:
         return _segment_refined(args, case, engine, axis, box)
@@ -259,9 +268,12 @@ def _print_table(rows: list[dict], summary: dict) -> None:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     folders = _case_dirs(args.case_dirs)
+    if args.prompt == "auto" and args.clicks:
+        raise SambaError("--prompt auto is the path without a clinician; it simulates no corrective clicks")
     if args.refine and args.clicks:
         raise SambaError("--refine evaluates the first prompt on every modality; it simulates no clicks")
-    network = _whole_tumour_network(args, automatic=args.prompt == "auto")
+    _fuse_automatic_path_by_default(args)
+    network = _whole_tumour_network(args)
     engine = _engine(args)
     detector = _detector() if args.prompt == "auto" else None
     fusion = _fusion(args) if args.refine else None

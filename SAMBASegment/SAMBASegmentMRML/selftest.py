@@ -138,9 +138,11 @@ class RefineResult:
     volumeNodes: dict[str, slicer.vtkMRMLScalarVolumeNode]
 
 
-def runRefine(logic: SAMBASegmentLogic, caseFolder: Path, sliceNode: slicer.vtkMRMLSliceNode) -> RefineResult:
-    """Load every modality of the case and its label, draw the clinician's box, Refine through the logic, and
-    score the NETC / SNFH / ET segments read back from the scene as the BraTS regions."""
+def runRefine(logic: SAMBASegmentLogic, caseFolder: Path, sliceNode: slicer.vtkMRMLSliceNode,
+              views: int = 3) -> RefineResult:
+    """Load every modality of the case and its label, draw the clinician's box, Refine through the logic (each
+    modality's mask checked in ``views`` views), and score the NETC / SNFH / ET segments read back from the scene
+    as the BraTS regions."""
     files = find_case_files(caseFolder)
     volumeNodes = {m: loadVolume(logic.scene, files[m]) for m in MODALITIES if m in files}
     reference = volumeNodes[MODALITY]
@@ -153,7 +155,7 @@ def runRefine(logic: SAMBASegmentLogic, caseFolder: Path, sliceNode: slicer.vtkM
     output = logic.outputSegmentation(None, reference)
 
     start = time.perf_counter()
-    task = logic.refineTask(volumeNodes, reference, sliceNode, output)
+    task = logic.refineTask(volumeNodes, reference, sliceNode, output, views)
     task.run()
     task.finish()
     seconds = time.perf_counter() - start

@@ -8,23 +8,28 @@ import sys
 
 import SimpleITK as sitk
 
-from SAMBASegmentLib.cli import main
+from SAMBASegmentLib.cli import build_parser, main
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
-from SAMBASegmentLib.volumes import same_geometry
+from SAMBASegmentLib.volumes import load_case, same_geometry
 
 
-def test_segment_writes_the_tumour_with_source_geometry(tmp_path, real_case, data_dir):
-    truth = region_mask(real_case.label, "WT")
+SLAB_SLICES = 15  # the tumour's largest slice and 7 either side: the command end to end at a fifth of the calls
+
+
+def test_segment_writes_the_tumour_with_source_geometry(tmp_path, real_case, slab_case):
+    folder = slab_case(real_case.name, SLAB_SLICES)
+    slab = load_case(folder)
+    truth = region_mask(slab.label, "WT")
     box = box3d_prompt(truth, 0).box
     (k0, j0, i0), (k1, j1, i1) = box.lo, box.hi
     output = tmp_path / "tumour.nrrd"
-    args = ["segment", str(data_dir / real_case.name), "--box", *map(str, (i0, j0, k0, i1, j1, k1)),
-            "--output", str(output), "--no-adapter"]
+    args = ["segment", str(folder), "--box", *map(str, (i0, j0, k0, i1, j1, k1)), "--output", str(output),
+            "--views", "1", "--no-adapter"]
     assert main(args) == 0
     written = sitk.ReadImage(str(output))
-    assert same_geometry(written, real_case.reference)
+    assert same_geometry(written, slab.reference)
     assert dice(sitk.GetArrayFromImage(written) > 0, truth) > 0.85
 
 
@@ -40,18 +45,20 @@ def test_segment_with_a_ras_box_matches_the_ijk_box(tmp_path, real_case, data_di
     assert _ras_box_to_ijk(real_case, corners) == list(ijk)
 
 
-def test_evaluate_writes_per_case_figures_and_summary(tmp_path, data_dir):
+def test_evaluate_writes_per_case_figures_and_summary(tmp_path, data_dir, slab_case):
     report = tmp_path / "eval.json"
     overlays = tmp_path / "png"
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     (unlabelled / "x_flair.nii.gz").symlink_to(data_dir / "Brats18_2013_3_1" / "Brats18_2013_3_1_flair.nii.gz")
-    code = main(["evaluate", str(data_dir / "Brats18_TCIA02_135_1"), str(unlabelled), "--prompt", "box3d",
+    slab = slab_case("Brats18_TCIA02_135_1", SLAB_SLICES)
+    assert build_parser().parse_args(["evaluate", str(slab), "--prompt", "box3d"]).views == 3  # 3 views by default
+    code = main(["evaluate", str(slab), str(unlabelled), "--prompt", "box3d", "--views", "1",
                  "--json", str(report), "--overlays", str(overlays), "--no-adapter"])
     assert code == 0
     result = json.loads(report.read_text())
     assert [c["case"] for c in result["cases"]] == ["Brats18_TCIA02_135_1"]
-    assert result["views"] == 3  # the default: the mask is checked in three views
+    assert result["views"] == 1
     assert result["skipped"] == [{"case": "unlabelled", "reason": "unlabelled: no label map"}]
     assert result["summary"]["WT"]["dice"] == result["cases"][0]["WT"]["dice"] > 0.8
     assert result["summary"]["WT"]["hd95"] > 0 and result["summary"]["seconds_per_case"] > 0

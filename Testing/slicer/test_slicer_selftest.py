@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
-from SAMBASegmentMRML.logic import (WHOLE_TUMOUR, SAMBASegmentLogic, ensureSegment, readMask, sliceTarget,
-                                   writeMask)
+from SAMBASegmentMRML.logic import (WHOLE_TUMOUR, SAMBASegmentLogic, ensureSegment, ijkToWorld, readMask,
+                                   sliceTarget, writeMask)
 from SAMBASegmentMRML.selftest import CASE, MIN_WHOLE_TUMOUR_DICE, MODALITY, loadVolume, runBoxPropagation, showSlice
 
 from SAMBASegmentLib.errors import PromptError
@@ -18,15 +18,16 @@ from SAMBASegmentLib.simulation import corrective_click
 from SAMBASegmentLib.volumes import find_case_files
 
 
-def test_self_test_body_reaches_whole_tumour_dice_and_reprompting_redoes_only_the_far_slices(scene, caseDir):
+def test_self_test_body_reaches_whole_tumour_dice_and_reprompting_redoes_only_the_far_slices(scene, selfTestSlab):
+    """On an axial slab of the self-test case (Slicer's runner gives runBoxPropagation the whole case)."""
     logic = SAMBASegmentLogic(scene)
     red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
 
-    result = runBoxPropagation(logic, caseDir, red)
+    result = runBoxPropagation(logic, selfTestSlab, red)
 
     print(f"{CASE} {MODALITY}: WT Dice {result.dice:.3f}, {result.seconds:.0f} s for {result.tumourSlices} slices")
     assert result.dice >= MIN_WHOLE_TUMOUR_DICE
-    files = find_case_files(caseDir)
+    files = find_case_files(selfTestSlab)
     flair = scene.GetFirstNodeByName(f"{CASE}_flair")
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(flair),
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(files[MODALITY]))))
@@ -41,7 +42,7 @@ def test_self_test_body_reaches_whole_tumour_dice_and_reprompting_redoes_only_th
     click = corrective_click(before, region_mask(label, "WT"), (1.0, 1.0, 1.0))
     points = logic.createPointsNode(positive=click.positive)
     k, j, i = click.index
-    points.AddControlPoint(-i, 239.0 - j, k)  # BraTS grid: voxel (i, j, k) is at RAS (-i, 239 - j, k)
+    points.AddControlPoint(*(ijkToWorld(flair) @ (i, j, k, 1.0))[:3])
     showSlice(red, flair, 0, k)
     task = logic.propagateTask(flair, red, output, *((points, None) if click.positive else (None, points)))
     task.run()
