@@ -15,7 +15,7 @@ from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import load_case, same_geometry
 
 
-SLAB_SLICES = 15  # the tumour's largest slice and 7 either side: the command end to end at a fifth of the calls
+SLAB_SLICES = 15  # the tumour's largest slice and 7 either side, one view: the command end to end at a tenth of the calls
 
 
 def test_segment_writes_the_tumour_with_source_geometry(tmp_path, real_case, slab_case):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -14,7 +15,7 @@ from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import load_case, same_geometry
 
-SLAB_SLICES = 15  # the tumour's largest slice and 7 either side: each command end to end at a third of the calls
+SLAB_SLICES = 15  # the tumour's largest slice and 7 either side, one view: each command end to end at a ninth of the calls
 
 
 def test_segment_refine_writes_three_classes_and_the_agreement_map(tmp_path, validation_case, data_dir):
