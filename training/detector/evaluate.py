@@ -212,8 +212,14 @@ def main() -> None:
     parser.add_argument("--fused", action="store_true",
                         help="also the path of `samba evaluate --prompt auto --refine`: every modality segmented from "
                              "the same candidates, fused by the voting network (ET, TC, WT Dice)")
+    parser.add_argument("--cases", help="comma-separated case names of the side to run (default: all); each keeps "
+                                        "the degradation seed of its place in the split, so its copies match a full run")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
+    names = case_roles()[args.side]
+    chosen = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else names
+    if set(chosen) - set(names):
+        parser.error(f"not on the {args.side} side: {sorted(set(chosen) - set(names))}")
 
     settings = DetectionSettings()
     if args.min_score is not None:
@@ -240,7 +246,9 @@ def main() -> None:
                     "by_quality": {}}
     for quality in degradations:
         cases: dict[str, dict] = {}
-        for seed, name in enumerate(case_roles()[args.side]):
+        for seed, name in enumerate(names):
+            if name not in chosen:
+                continue
             case = load_case(case_folder(name, args.data_dir))
             if quality != "none":
                 case = degraded_case(case, quality, seed)
