@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from SAMBASegmentLib.labels import region_mask
@@ -42,3 +45,12 @@ def test_the_bias_field_is_the_same_in_every_modality(validation_case):
         np.testing.assert_array_equal(biased.volumes[modality].array, alone.array)
     other_field, _ = degrade_case(validation_case.volumes["t2"], truth, "bias", 2)
     assert not np.array_equal(other_field.array, biased.volumes["t2"].array)  # the seed does choose the field
+
+
+def test_a_case_off_the_chosen_side_is_refused_before_any_model_loads(tmp_path):
+    """``--cases`` fills cells of a run: a name not on ``--side`` is a clear error, not an empty report."""
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "training.detector.evaluate", "--side", "val", "--cases",
+                             "Brats18_TCIA02_135_1", "--json", str(report)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "not on the val side: ['Brats18_TCIA02_135_1']" in result.stderr and not report.exists()
