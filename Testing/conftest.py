@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from SAMBASegmentLib.volumes import LABEL_KEY, find_case_files
+
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SAMBA_DATA_DIR", REPOSITORY_ROOT.parent / "shared" / "data" / "brats"))
 
@@ -31,29 +33,31 @@ def case_dirs(data_dir: Path) -> list[Path]:
     return sorted(p for p in data_dir.iterdir() if p.is_dir())
 
 
-def write_slab(case_dir: Path, target: Path, slices: int) -> Path:
-    """A copy of a case cut to ``slices`` axial slices centred on the tumour's largest slice, every file on the same
-    cut grid (SimpleITK keeps each voxel's physical position), under the original names: a real case that the
+SLAB_SLICES = 15  # the tumour's largest slice and 7 either side: a real case end to end at a fraction of the calls
+
+
+def write_slab(case_dir: Path, target: Path) -> Path:
+    """A copy of a case cut to ``SLAB_SLICES`` axial slices centred on the tumour's largest slice, every file on the
+    same cut grid (SimpleITK keeps each voxel's physical position), under the original names: a real case that the
     whole pipeline loads like any other, at a fraction of the encoder calls of the full tumour."""
-    label_path = next(p for p in case_dir.iterdir() if p.name.endswith("_seg.nii.gz"))
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(find_case_files(case_dir)[LABEL_KEY])))
     centre = int(np.argmax((label > 0).sum(axis=(1, 2))))
-    first = max(0, centre - slices // 2)
+    first = max(0, centre - SLAB_SLICES // 2)
     target.mkdir(parents=True)
     for path in sorted(case_dir.glob("*.nii.gz")):
         image = sitk.ReadImage(str(path))
-        sitk.WriteImage(image[:, :, first:first + slices], str(target / path.name))
+        sitk.WriteImage(image[:, :, first:first + SLAB_SLICES], str(target / path.name))
     return target
 
 
 @pytest.fixture(scope="session")
-def slab_case(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, int], Path]:
-    """``slab_case(name, slices)``: the folder of that case's axial slab (``write_slab``), written once a session."""
-    written: dict[tuple[str, int], Path] = {}
+def slab_case(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``slab_case(name)``: the folder of that case's axial slab (``write_slab``), written once a session."""
+    written: dict[str, Path] = {}
 
-    def folder(name: str, slices: int) -> Path:
-        if (name, slices) not in written:
-            written[name, slices] = write_slab(data_dir / name, tmp_path_factory.mktemp("slabs") / name, slices)
-        return written[name, slices]
+    def folder(name: str) -> Path:
+        if name not in written:
+            written[name] = write_slab(data_dir / name, tmp_path_factory.mktemp("slabs") / name)
+        return written[name]
 
     return folder

@@ -15,11 +15,8 @@ from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import load_case, same_geometry
 
 
-SLAB_SLICES = 15  # the tumour's largest slice and 7 either side, one view: the command end to end at a tenth of the calls
-
-
 def test_segment_writes_the_tumour_with_source_geometry(tmp_path, real_case, slab_case):
-    folder = slab_case(real_case.name, SLAB_SLICES)
+    folder = slab_case(real_case.name)
     slab = load_case(folder)
     truth = region_mask(slab.label, "WT")
     box = box3d_prompt(truth, 0).box
@@ -51,7 +48,7 @@ def test_evaluate_writes_per_case_figures_and_summary(tmp_path, data_dir, slab_c
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     (unlabelled / "x_flair.nii.gz").symlink_to(data_dir / "Brats18_2013_3_1" / "Brats18_2013_3_1_flair.nii.gz")
-    slab = slab_case("Brats18_TCIA02_135_1", SLAB_SLICES)
+    slab = slab_case("Brats18_TCIA02_135_1")
     assert build_parser().parse_args(["evaluate", str(slab), "--prompt", "box3d"]).views == 3  # 3 views by default
     code = main(["evaluate", str(slab), str(unlabelled), "--prompt", "box3d", "--views", "1",
                  "--json", str(report), "--overlays", str(overlays), "--no-adapter"])

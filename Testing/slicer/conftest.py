@@ -48,6 +48,6 @@ def caseDir(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def selfTestSlab(caseDir: Path, slab_case) -> Path:
-    """The self-test case cut to its tumour's 15 central axial slices: the self-test's own logic at a fraction of
-    the encoder calls (Slicer's runner gives it the whole case)."""
-    return slab_case(caseDir.name, 15)
+    """The self-test case cut to its tumour's central axial slices (``slab_case``): the self-test's own logic at a
+    fraction of the encoder calls (Slicer's runner gives it the whole case)."""
+    return slab_case(caseDir.name)

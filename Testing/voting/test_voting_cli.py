@@ -15,8 +15,6 @@ from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.simulation import box3d_prompt
 from SAMBASegmentLib.volumes import load_case, same_geometry
 
-SLAB_SLICES = 15  # the tumour's largest slice and 7 either side, one view: each command end to end at a ninth of the calls
-
 
 def test_segment_refine_writes_three_classes_and_the_agreement_map(tmp_path, validation_case, data_dir):
     truth = region_mask(validation_case.label, "WT")
@@ -39,7 +37,7 @@ def test_segment_refine_writes_three_classes_and_the_agreement_map(tmp_path, val
 
 def test_evaluate_refine_reports_three_regions(tmp_path, validation_case, slab_case):
     report = tmp_path / "refined.json"
-    code = main(["evaluate", str(slab_case(validation_case.name, SLAB_SLICES)), "--prompt", "box3d", "--refine", "rule",
+    code = main(["evaluate", str(slab_case(validation_case.name)), "--prompt", "box3d", "--refine", "rule",
                  "--views", "1", "--json", str(report), "--no-adapter"])
     assert code == 0
     result = json.loads(report.read_text())
@@ -60,7 +58,7 @@ def test_refine_refuses_clicks(capsys, validation_case, data_dir):
 def test_automatic_segment_fuses_every_modality_into_three_classes(tmp_path, validation_case, slab_case, capsys):
     """``samba segment --prompt auto`` as it ships: detector → SAM on each modality → the voting network's NETC, SNFH
     and ET, on an axial slab of a validation case."""
-    folder = slab_case(validation_case.name, SLAB_SLICES)
+    folder = slab_case(validation_case.name)
     output = tmp_path / "auto.nii.gz"
     assert main(["segment", str(folder), "--prompt", "auto", "--views", "1", "--output", str(output),
                  "--no-adapter"]) == 0
