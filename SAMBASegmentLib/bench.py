@@ -22,9 +22,27 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def proposal_seconds(case: Case, repeats: int = 3) -> float:
+    """Median seconds of the detector's proposals for the whole case (``detection.propose``, as the automatic
+    path and Slicer's Propose boxes run it), after one untimed call that pays the runtime's set-up."""
+    from .detection import TumourDetector, propose
+
+    detector = TumourDetector.load()
+    volume = case.volume(detector.modality)
+    axis = volume.view_axis("axial")
+    propose(detector, volume, axis)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        propose(detector, volume, axis)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 def run_benchmark(engine: SamEngine, case: Case, modality: str = "flair", encoder_slices: int = 8,
                   decoder_prompts: int = 30, progress=None) -> dict:
-    """Encoder ms per slice, decoder ms per prompt, seconds to propagate one modality, peak memory."""
+    """Encoder ms per slice, decoder ms per prompt, seconds to propagate one modality, seconds of the detector's
+    proposals for the case, peak memory."""
     if case.label is None:
         raise ValueError(f"{case.name}: the benchmark needs a label map to place the tumour box")
     volume = case.volume(modality)
@@ -62,5 +80,6 @@ def run_benchmark(engine: SamEngine, case: Case, modality: str = "flair", encode
         "decoder_ms_per_prompt": statistics.median(decoder_ms),
         "propagate_seconds": propagate_seconds,
         "propagated_slices": result.slices_segmented,
+        "proposal_seconds": proposal_seconds(case),
         "peak_memory_mb": _peak_memory_mb(),
     }

@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(evaluate)
     evaluate.set_defaults(run=command_evaluate)
 
-    bench = commands.add_parser("bench", help="encoder/decoder speed, propagation time and peak memory")
+    bench = commands.add_parser(
+        "bench", help="encoder/decoder speed, propagation time, the detector's proposal time and peak memory")
     bench.add_argument("--case", help=f"a labelled case folder (default: {BENCH_CASE} in the shared data)")
     bench.add_argument("--modality", default="flair", choices=MODALITIES)
     bench.add_argument("--json")

@@ -1,11 +1,14 @@
-"""Linking per-slice detections into 3D candidates, on synthetic detections whose right answer is known."""
+"""Linking per-slice detections into 3D candidates, and the coarse-to-fine scan that finds them, on synthetic
+detections whose right answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from SAMBASegmentLib.detection import (Candidate, Detection, DetectionSettings, candidate_covered, filter_candidates,
-                                       link_detections)
+from SAMBASegmentLib.detection import (Candidate, Detection, DetectionSettings, TumourDetector, candidate_covered,
+                                       filter_candidates, link_detections)
+from SAMBASegmentLib.volumes import ScalarVolume
 
 # Explicit thresholds: these tests check the linking rules, not the shipped operating point.
 SETTINGS = DetectionSettings(link_overlap=0.3, max_gap=1, min_extent_mm=3.0, score_top=3, min_score=0.5)
@@ -90,3 +93,47 @@ def test_lobes_that_join_become_one_candidate() -> None:
     candidates = link_detections(lobes + mass, 0, SETTINGS)
     assert len(candidates) == 1
     assert candidates[0].slice_range == (10, 20) and len(candidates[0].boxes[12]) == 2
+
+
+class SliceReader(TumourDetector):
+    """A detector that reads each slice's index from its pixels and finds the tumour on ``tumour_slices``;
+    it records the slices it was shown, so the scan's economy is checked, not assumed."""
+
+    def __init__(self, tumour_slices: set[int]) -> None:
+        super().__init__(model=None, path=None, modality="flair", imgsz=256)
+        self.tumour_slices, self.shown = tumour_slices, []
+
+    def detect_planes(self, planes, settings=DetectionSettings()):
+        indices = [int(round(plane.max() * 1000)) - 1 for plane in planes]
+        self.shown += indices
+        return [[((10, 10, 30, 30), 0.9)] if i in self.tumour_slices else [] for i in indices]
+
+
+def indexed_volume(slices: int, head: range) -> ScalarVolume:
+    """Slice i holds (i + 1) / 1000 in a square when it is inside the head, nothing otherwise."""
+    array = np.zeros((slices, 40, 40), dtype=np.float32)
+    for index in head:
+        array[index, 5:35, 5:35] = (index + 1) / 1000
+    return ScalarVolume(array, (1.0, 1.0, 1.0), np.eye(3))
+
+
+def test_coarse_to_fine_scan_finds_what_a_full_scan_finds_on_fewer_slices() -> None:
+    """A tumour on slices 20-33 plus slice 18, which links across the empty slice 19 (``max_gap`` 1): the coarse
+    pass (odd slices) never sees 18, the fine pass must reach it from 20."""
+    volume = indexed_volume(60, range(3, 57))  # slices 0-2 and 57-59 lie outside the head
+    tumour = {18, *range(20, 34)}
+    full = SliceReader(tumour)
+    everything = full.detect_volume(volume, 0, DetectionSettings(scan_stride=1))
+    assert sorted(full.shown) == list(range(3, 57)) and {d.index for d in everything} == tumour
+    coarse = SliceReader(tumour)
+    assert coarse.detect_volume(volume, 0, DetectionSettings(scan_stride=2)) == everything
+    # odd slices, then the even ones within two slices of a detection: 16 and 34 are looked at and found empty
+    assert sorted(coarse.shown) == sorted(set(range(3, 57, 2)) | set(range(16, 35, 2)))
+    wide = SliceReader(tumour)  # a stride of 4 needs more fine passes, and still misses nothing
+    assert wide.detect_volume(volume, 0, DetectionSettings(scan_stride=4)) == everything
+    assert len(wide.shown) < len(coarse.shown) < len(full.shown)
+
+
+def test_a_scan_stride_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="scan_stride"):
+        SliceReader(set()).detect_volume(indexed_volume(5, range(5)), 0, DetectionSettings(scan_stride=0))

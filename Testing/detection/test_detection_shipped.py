@@ -22,6 +22,7 @@ from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
 from SAMBASegmentLib.prompts import bounding_box
 from SAMBASegmentLib.volumes import Case, ScalarVolume
+from SAMBASegmentLib.weights import verify_sha256
 from training.detector.evaluate import iou
 
 OPERATING_CONFIDENCE = 0.25
@@ -59,9 +60,28 @@ def test_nothing_on_an_empty_slice(detector, validation_case) -> None:
 
 def test_refuses_weights_with_the_wrong_sha256(monkeypatch) -> None:
     manifest = detection.read_detector_manifest()
-    monkeypatch.setattr(detection, "read_detector_manifest", lambda: {**manifest, "sha256": "0" * 64})
+    monkeypatch.setattr(detection, "read_detector_manifest", lambda: {**manifest, "runtime_sha256": "0" * 64})
     with pytest.raises(WeightsError, match="sha256"):
         TumourDetector.load()
+
+
+def test_the_runtime_file_finds_what_its_checkpoint_finds(detector, validation_case) -> None:
+    """The shipped ONNX export against the checkpoint it was exported from (hash-checked), run by torch, on
+    tumour and tumour-free slices of a never-trained-on case: the same boxes, the same confidences."""
+    manifest = detection.read_detector_manifest()
+    checkpoint = verify_sha256(detection.DETECTOR_DIR / manifest["file"], manifest["sha256"])
+    reference = TumourDetector.from_checkpoint(checkpoint, manifest["modality"], int(manifest["imgsz"]))
+    assert detector.path.suffix == ".onnx" and "ONNX Runtime" in detector.describe()
+    flair = validation_case.volume("flair").array
+    tumour = largest_tumour_slice(validation_case)
+    planes = [flair[i] for i in (tumour - 8, tumour, tumour + 8, empty_brain_slice(validation_case))]
+    exported, original = detector.detect_planes(planes), reference.detect_planes(planes)
+    assert sum(map(len, original)) >= 3
+    for ours, theirs in zip(exported, original):
+        assert len(ours) == len(theirs)
+        ours, theirs = sorted(ours), sorted(theirs)
+        assert np.abs(np.array([b for b, _ in ours]) - np.array([b for b, _ in theirs])).max(initial=0) <= 1
+        assert np.allclose([c for _, c in ours], [c for _, c in theirs], atol=1e-3)
 
 
 def test_no_network_during_load_and_predict(validation_case, tmp_path) -> None:

@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--qualities", default="none",
                         help=f"comma-separated: none (the cases as they are), {', '.join(DEGRADATIONS)}")
     parser.add_argument("--min-score", type=float, help="override DetectionSettings.min_score")
+    parser.add_argument("--scan-stride", type=int,
+                        help="override DetectionSettings.scan_stride (1: the detector sees every slice, so the "
+                             "slice-level figures are the detector's own rather than the product's scan)")
     parser.add_argument("--map", action="store_true", help="also ultralytics mAP50 on the exported slices")
     parser.add_argument("--no-sam", action="store_true", help="detection figures only")
     parser.add_argument("--voting", type=Path, default=VOTING_DIR,
@@ -224,6 +227,8 @@ def main() -> None:
     settings = DetectionSettings()
     if args.min_score is not None:
         settings = replace(settings, min_score=args.min_score)
+    if args.scan_stride is not None:
+        settings = replace(settings, scan_stride=args.scan_stride)
     detector = TumourDetector.from_checkpoint(args.weights) if args.weights else TumourDetector.load()
     min_pixels = ExportSettings.min_component_pixels
     adapters = [] if args.no_sam else [a.strip() for a in args.adapters.split(",") if a.strip()]
