@@ -75,8 +75,8 @@ class DetectionSettings:
     ``range_margin_mm``: the propagation range extends this far past the candidate's slices, where the detector
     misses the tumour's thin ends; ``box_every_slice``: besides the seed, every slice where the candidate has a
     box of at least ``box_confidence`` is prompted with that box instead of the previous slice's mask;
-    ``scan_stride``: the detector first sees every ``scan_stride``-th slice, then only the slices next to one where
-    it found something (see ``TumourDetector.detect_volume``); 1 scans every slice.
+    ``scan_stride``: the detector first sees every ``scan_stride``-th slice, then only the slices near one where it
+    found something (see ``TumourDetector.detect_volume``); 1 scans every slice.
     """
 
     confidence: float = 0.1

