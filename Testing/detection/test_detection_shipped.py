@@ -58,6 +58,24 @@ def test_nothing_on_an_empty_slice(detector, validation_case) -> None:
     assert [conf for _, conf in found if conf >= OPERATING_CONFIDENCE] == []
 
 
+def test_detection_leaves_torch_threads_to_sam(validation_case) -> None:
+    """Ultralytics sets torch's CPU threads to cores - 1 when it first predicts; SAM, which runs next in the
+    automatic path, must keep the threads it had (on two cores it would run at half speed). A fresh detector,
+    since only the first prediction sets them."""
+    import torch
+    from ultralytics.utils import NUM_THREADS
+
+    plane = validation_case.volume("flair").array[largest_tumour_slice(validation_case)]
+    before = torch.get_num_threads()
+    wanted = NUM_THREADS + 1  # anything ultralytics would not set
+    torch.set_num_threads(wanted)
+    try:
+        TumourDetector.load().detect_planes([plane])
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_refuses_weights_with_the_wrong_sha256(monkeypatch) -> None:
     manifest = detection.read_detector_manifest()
     monkeypatch.setattr(detection, "read_detector_manifest", lambda: {**manifest, "runtime_sha256": "0" * 64})
