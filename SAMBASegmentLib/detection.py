@@ -267,8 +267,8 @@ class TumourDetector:
 
     @classmethod
     def load(cls, device: str = "cpu", config_dir: Path | str | None = None) -> "TumourDetector":
-        """The shipped detector: its ONNX export, run by ONNX Runtime (1.6 times as fast as the checkpoint under
-        torch on two CPU threads, the same boxes), after checking its sha256 against the manifest."""
+        """The shipped detector: its ONNX export, run by ONNX Runtime (faster than the checkpoint under torch on
+        a laptop CPU, the same boxes: see its model card), after checking its sha256 against the manifest."""
         manifest = read_detector_manifest()
         path = verify_sha256(DETECTOR_DIR / manifest["runtime_file"], manifest["runtime_sha256"])
         return cls.from_checkpoint(path, manifest["modality"], int(manifest["imgsz"]), device, config_dir)
