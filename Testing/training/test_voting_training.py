@@ -17,8 +17,9 @@ from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.split import case_dirs
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
 from training.voting.ship import export
-from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, MaskNoise, load_training_case,
-                                   recalibrate_batch_norm, sample_patch, shifted_border, voting_loss)
+from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, WARMUP_STEPS, MaskNoise,
+                                   load_training_case, recalibrate_batch_norm, sample_patch, shifted_border,
+                                   voting_loss)
 from training.voting.train import main as train_main
 
 CASE = "brats_2013_pat0006_1"  # training side; FLAIR and T1ce only, so dropped modalities are exercised too
@@ -200,3 +201,44 @@ def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Pa
         torch.testing.assert_close(loaded(batch), trained.eval()(batch), rtol=0, atol=0)
     with pytest.raises(ValueError, match="unknown normalisation 'group'"):
         VotingUNet3D(INPUT_CHANNELS, normalisation="group")
+
+
+def _exported_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return VotingNetwork.load(folder).model.state_dict()
+
+
+def test_weight_averaging_starts_from_a_network_and_ships_the_running_average(data_dir: Path, tmp_path: Path):
+    """--init starts from an exported network's weights (nothing else: a zero learning rate leaves them as they
+    are); --average-every ships the mean of the weights visited after warm-up, and a resumed run goes on averaging."""
+    first_case = load_case(case_dirs("training", data_dir)[0])
+    _cache_exact_masks(first_case, tmp_path)
+    common = ["--cache", str(tmp_path), "--cases", "1", "--patch", "16", "--save-every", "1"]
+    assert train_main(["--out", str(tmp_path / "start"), "--steps", "2", *common]) == 0
+    start = export(tmp_path / "start", tmp_path / "start_export")
+
+    unchanged = tmp_path / "unchanged"
+    assert train_main(["--out", str(unchanged), "--init", str(tmp_path / "start_export"), "--lr", "0", "--steps", "1",
+                       *common]) == 0
+    export(unchanged, tmp_path / "unchanged_export")
+    initial = _exported_weights(tmp_path / "start_export")
+    assert all(torch.equal(initial[k], v) for k, v in _exported_weights(tmp_path / "unchanged_export").items())
+
+    run = tmp_path / "averaged"
+    averaging = ["--out", str(run), "--init", str(tmp_path / "start_export"), "--schedule", "constant",
+                 "--average-every", "1", "--lr", "1e-3", *common]
+    visited = []
+    for steps in (WARMUP_STEPS + 1, WARMUP_STEPS + 2):  # the second call resumes the first
+        assert train_main([*averaging, "--steps", str(steps)]) == 0
+        visited.append(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    manifest = export(run, tmp_path / "averaged_export")
+    assert manifest["training_settings"]["init_sha256"] == start["sha256"]
+    assert manifest["training_settings"]["average_every"] == 1
+    shipped = _exported_weights(tmp_path / "averaged_export")
+    for name, weight in shipped.items():
+        if weight.is_floating_point():
+            torch.testing.assert_close(weight, (visited[0][name] + visited[1][name]) / 2)
+    assert not torch.equal(shipped["head.weight"], visited[1]["head.weight"])  # the average, not the last weights
+
+    with pytest.raises(SystemExit, match="widths"):
+        train_main(["--out", str(tmp_path / "wider"), "--init", str(tmp_path / "start_export"), "--widths", "8", "16",
+                    "--steps", "1", *common])

@@ -22,11 +22,12 @@ from SAMBASegmentLib.weights import sha256_of
 from ..ship import LICENCES
 from ..split import SPLIT_PATH, load_split
 from .evaluate import format_table
-from .train import MAX_BORDER_SHIFT, MaskNoise
+from .train import MAX_BORDER_SHIFT, MaskNoise, trained_weights
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
 TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
-                     "same_direction", "cache", "relative_intensities")
+                     "same_direction", "cache", "relative_intensities", "init", "init_sha256", "schedule",
+                     "average_every")
 
 
 def export(run: Path, destination: Path) -> dict:
@@ -34,7 +35,7 @@ def export(run: Path, destination: Path) -> dict:
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     normalisation = settings.get("normalisation", DEFAULT_NORMALISATION)
     model = VotingUNet3D(INPUT_CHANNELS, tuple(settings["widths"]), normalisation=normalisation)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(trained_weights(state, model))
     destination.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(destination / WEIGHTS_FILE))
     manifest = {
@@ -50,8 +51,9 @@ def export(run: Path, destination: Path) -> dict:
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
         "mask_variants": settings["variants"],
-        "training_settings": {k: Path(settings[k]).name if k == "cache" else settings[k]  # not this machine's path
-                              for k in TRAINING_SETTINGS if k in settings},
+        "training_settings": {  # folders by name, not this machine's path
+            k: Path(settings[k]).name if k in ("cache", "init") and settings[k] else settings[k]
+            for k in TRAINING_SETTINGS if k in settings},
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }

@@ -12,6 +12,11 @@ intensities are scaled and shifted; left-right and front-back flips. Checkpoints
 second run with the same folder resumes. The shipped network (the defaults, 8000 steps: under an hour on 2 cores):
 
     OMP_NUM_THREADS=2 nohup python -m training.voting.train --out training/runs/voting --seed 1 > training/runs/voting.log 2>&1 &
+
+Stochastic weight averaging (``--average-every``, usually with ``--init`` from a trained network and ``--schedule
+constant``): the weights visited every N steps at a constant learning rate are averaged and the average is what
+the run exports; a wide optimum found this way tends to carry better to new cases than the last point of one run,
+with the same number of parameters.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from scipy import ndimage
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, relative_to_normal_brain
+from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, VotingNetwork, relative_to_normal_brain
 from SAMBASegmentLib.voting.network import (DEFAULT_NORMALISATION, DEFAULT_WIDTHS, NORMALISATIONS, OUTPUT_REGIONS,
                                             VotingUNet3D, parameter_count)
 
@@ -44,6 +50,7 @@ CROP_MARGIN = 16
 PATCH = 48  # 64³ costs 2.4x the time per step on a 2-core CPU for the same number of steps
 DROP_PROBABILITIES = (0.2, 0.05, 0.15)  # one, two, three modalities dropped: a single one is often all there is
 BATCH_NORM_BATCHES = 200  # training batches whose mean statistics a batch-normalised network keeps
+WARMUP_STEPS = 50
 MAX_BORDER_SHIFT = 3  # voxels a perturbed SAM mask's border moves, inwards or outwards
 
 
@@ -196,16 +203,35 @@ def recalibrate_batch_norm(model: VotingUNet3D, next_inputs: Callable[[], torch.
     return len(norms)
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int = 50) -> float:
+SCHEDULES = ("cosine", "constant")
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = WARMUP_STEPS, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to zero, or ``peak`` held (the averaging phase of weight averaging)."""
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
     return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def save_checkpoint(model: VotingUNet3D, optimiser: torch.optim.Optimizer, step: int, path: Path) -> None:
-    torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step},
-               path.with_suffix(".tmp"))
+def save_checkpoint(model: VotingUNet3D, optimiser: torch.optim.Optimizer, step: int, path: Path,
+                    average: AveragedModel | None = None) -> None:
+    """``average``: the running weight average, saved with its count so that a resumed run goes on averaging."""
+    state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step}
+    if average is not None:
+        state["average"] = average.state_dict()
+    torch.save(state, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
+
+
+def trained_weights(state: dict, model: VotingUNet3D) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint ships: the running average when the run averaged weights, else the last ones."""
+    if "average" not in state:
+        return state["model"]
+    average = AveragedModel(model)
+    average.load_state_dict(state["average"])
+    return average.module.state_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--normalisation", default=DEFAULT_NORMALISATION, choices=sorted(NORMALISATIONS),
                         help="batch: keeps absolute levels (statistics recomputed over many patches at the end)")
     parser.add_argument("--cases", type=int, default=None, help="use only the first N training cases (tests)")
+    parser.add_argument("--init", type=Path, help="start from an exported network's weights (a folder with "
+                        "manifest.json, sha256 checked; e.g. SAMBASegmentLib/weights/voting) instead of random ones")
+    parser.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                        help="after warm-up: cosine decay to zero, or the learning rate held (weight averaging)")
+    parser.add_argument("--average-every", type=int, default=0,
+                        help="N > 0: average the weights every N steps after warm-up and export the average")
     args = parser.parse_args(argv)
+    if args.average_every > 0 and args.normalisation == "batch":
+        raise SystemExit("--average-every needs instance normalisation: averaged weights would not match the "
+                         "batch-norm statistics")
     torch.manual_seed(args.seed)
     mask_noise = MaskNoise(args.mask_noise, args.max_border_shift, args.inward_share, args.same_direction)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -244,18 +279,29 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no cached SAM masks for {missing}: run python -m training.voting.masks --side training")
     cases = [load_training_case(folder, args.cache, args.patch, args.relative_intensities) for folder in folders]
     model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths), normalisation=args.normalisation)
+    if args.init:
+        start = VotingNetwork.load(args.init).model
+        if (start.widths, start.normalisation) != (model.widths, model.normalisation):
+            raise SystemExit(f"--init {args.init}: widths {start.widths} / {start.normalisation} norm, but this run "
+                             f"asks for {model.widths} / {model.normalisation}")
+        model.load_state_dict(start.state_dict())
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    average = AveragedModel(model) if args.average_every > 0 else None
     checkpoint_path = args.out / "checkpoint.pt"
     step = 0
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=True)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
+        if average is not None and "average" in state:
+            average.load_state_dict(state["average"])
         step = int(state["step"])
         print(f"resumed at step {step}", file=sys.stderr)
     settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "cases": [c.name for c in cases], "variants": VARIANTS,
                 "parameters": parameter_count(model)}
+    if args.init:  # which weights the run started from, whatever the folder holds later
+        settings["init_sha256"] = json.loads((args.init / "manifest.json").read_text())["sha256"]
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
     print(f"{len(cases)} training cases, {parameter_count(model):,} parameters, from step {step} to {args.steps}",
           file=sys.stderr, flush=True)
@@ -266,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         while step < args.steps:
             inputs, target = draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), mask_noise)
             for group in optimiser.param_groups:
-                group["lr"] = learning_rate(step, args.steps, args.lr)
+                group["lr"] = learning_rate(step, args.steps, args.lr, schedule=args.schedule)
             loss = voting_loss(model(inputs), target)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             step += 1
             recent.append(loss.item())
+            if average is not None and step > WARMUP_STEPS and step % args.average_every == 0:
+                average.update_parameters(model)
             if step == args.steps:
                 def next_inputs() -> torch.Tensor:
                     return draw_batch(cases, rng, args.batch, args.patch, tuple(args.drop), mask_noise)[0]
@@ -280,14 +328,18 @@ def main(argv: list[str] | None = None) -> int:
                 if recalibrate_batch_norm(model, next_inputs, BATCH_NORM_BATCHES):
                     print(f"batch-norm statistics recomputed over {BATCH_NORM_BATCHES} batches", file=sys.stderr)
             if step % args.save_every == 0 or step == args.steps:
-                save_checkpoint(model, optimiser, step, checkpoint_path)
-                record = {"step": step, "loss": float(np.mean(recent)), "lr": learning_rate(step - 1, args.steps, args.lr),
+                save_checkpoint(model, optimiser, step, checkpoint_path, average)
+                record = {"step": step, "loss": float(np.mean(recent)),
+                          "lr": learning_rate(step - 1, args.steps, args.lr, schedule=args.schedule),
                           "seconds": round(time.perf_counter() - started, 1)}
+                if average is not None:
+                    record["averaged"] = int(average.n_averaged)
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 print(json.dumps(record), file=sys.stderr, flush=True)
                 recent = []
-    torch.save(model.state_dict(), args.out / "final_state.pt")
+    final = model.state_dict() if average is None else average.module.state_dict()
+    torch.save(final, args.out / "final_state.pt")
     return 0
 
 
