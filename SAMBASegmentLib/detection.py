@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import WeightsError
-from .prompts import Box3D, PixelBox, SlicePrompt, expand_box, in_plane_axes
+from .prompts import Box3D, PixelBox, SlicePrompt, expand_box, in_plane_axes, merge_until_apart
 from .propagation import CancelCheck, PropagationSession, PropagationSettings
 from .sam.engine import SamEngine
 from .volumes import ScalarVolume
@@ -218,20 +218,11 @@ def merge_touching(candidates: list[Candidate], settings: DetectionSettings = De
     Greedy slice-by-slice linking follows one chain; a tumour whose lobes separate and rejoin leaves two chains
     side by side, and prompting them apart would cut each one's propagation at the other's range.
     """
-    merged = list(candidates)
-    changed = True
-    while changed:
-        changed = False
-        for a in range(len(merged)):
-            for b in range(a + 1, len(merged)):
-                if _touch(merged[a], merged[b], settings):
-                    absorbed = merged.pop(b)
-                    merged[a].detections = sorted(merged[a].detections + absorbed.detections, key=lambda d: d.index)
-                    changed = True
-                    break
-            if changed:
-                break
-    return merged
+    def absorb(kept: Candidate, absorbed: Candidate) -> Candidate:
+        kept.detections = sorted(kept.detections + absorbed.detections, key=lambda d: d.index)
+        return kept
+
+    return merge_until_apart(candidates, lambda a, b: _touch(a, b, settings), absorb)
 
 
 def filter_candidates(candidates: list[Candidate], slice_spacing: float,

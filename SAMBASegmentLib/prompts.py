@@ -7,12 +7,16 @@ columns i; sagittal (axis 2) → rows k, columns j. Boxes are inclusive pixel bo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import PromptError
+
+Item = TypeVar("Item")
 
 PixelBox = tuple[int, int, int, int]
 
@@ -119,22 +123,27 @@ def _overlap(a: PixelBox, b: PixelBox) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
+def merge_until_apart(items: list[Item], touching: Callable[[Item, Item], bool],
+                      combine: Callable[[Item, Item], Item]) -> list[Item]:
+    """Combine the first two items that touch, again and again until no two do: a merged item can reach one that
+    neither part reached, so a single pass is not enough."""
+    merged = list(items)
+    while True:
+        pair = next(((a, b) for a in range(len(merged)) for b in range(a + 1, len(merged))
+                     if touching(merged[a], merged[b])), None)
+        if pair is None:
+            return merged
+        a, b = pair
+        merged[a] = combine(merged[a], merged.pop(b))
+
+
+def _union(x: PixelBox, y: PixelBox) -> PixelBox:
+    return min(x[0], y[0]), min(x[1], y[1]), max(x[2], y[2]), max(x[3], y[3])
+
+
 def merge_overlapping(boxes: list[PixelBox]) -> list[PixelBox]:
     """Merge boxes that overlap, until none do: fragments of one lesion become one object again."""
-    merged = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        for a in range(len(merged)):
-            for b in range(a + 1, len(merged)):
-                if _overlap(merged[a], merged[b]):
-                    x, y = merged[a], merged.pop(b)
-                    merged[a] = (min(x[0], y[0]), min(x[1], y[1]), max(x[2], y[2]), max(x[3], y[3]))
-                    changed = True
-                    break
-            if changed:
-                break
-    return merged
+    return merge_until_apart(boxes, _overlap, _union)
 
 
 def component_boxes(mask: np.ndarray, margin: int, min_pixels: int) -> list[PixelBox]:

@@ -8,6 +8,7 @@ import pytest
 
 from SAMBASegmentLib.detection import (Candidate, Detection, DetectionSettings, TumourDetector, candidate_covered,
                                        filter_candidates, link_detections)
+from SAMBASegmentLib.prompts import merge_overlapping
 from SAMBASegmentLib.volumes import ScalarVolume
 
 # Explicit thresholds: these tests check the linking rules, not the shipped operating point.
@@ -93,6 +94,13 @@ def test_lobes_that_join_become_one_candidate() -> None:
     candidates = link_detections(lobes + mass, 0, SETTINGS)
     assert len(candidates) == 1
     assert candidates[0].slice_range == (10, 20) and len(candidates[0].boxes[12]) == 2
+
+
+def test_a_merged_box_takes_in_a_box_that_neither_part_overlapped() -> None:
+    """The fragments' boxes of one slice: (0,5)-(1,6) overlaps neither (0,0)-(2,2) nor (2,2)-(6,6), only their
+    union, so one pass over the pairs would leave two boxes."""
+    assert merge_overlapping([(0, 0, 2, 2), (0, 5, 1, 6), (2, 2, 6, 6)]) == [(0, 0, 6, 6)]
+    assert merge_overlapping([(0, 0, 2, 2), (4, 4, 6, 6)]) == [(0, 0, 2, 2), (4, 4, 6, 6)]
 
 
 class SliceReader(TumourDetector):
