@@ -8,7 +8,7 @@ presence flags (1 where the modality was given). A missing modality is zeros wit
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,32 +133,44 @@ class Fusion:
 
 
 class VotingNetwork:
-    """The shipped (or a given) voting network, ready to fuse one case's masks."""
+    """The shipped (or a given) voting network, ready to fuse one case's masks: one trained network, or several
+    trained alike from different seeds (``members`` in the manifest) whose probabilities are averaged."""
 
-    def __init__(self, model: VotingUNet3D, patch: int, source: str,
+    def __init__(self, models: Sequence[VotingUNet3D], patch: int, source: str,
                  spacing: tuple[float, float, float] = TRAINED_SPACING, relative_intensities: bool = False) -> None:
-        self.model, self.patch, self.source, self.spacing = model.eval(), patch, source, tuple(spacing)
+        if not models:
+            raise WeightsError("a voting network needs at least one trained model")
+        self.models = tuple(model.eval() for model in models)
+        self.patch, self.source, self.spacing = patch, source, tuple(spacing)
         self.relative_intensities = relative_intensities
 
     @classmethod
     def load(cls, folder: Path | str = VOTING_DIR) -> "VotingNetwork":
-        """Weights from a folder with ``manifest.json``; the sha256 is checked before the file is read."""
+        """Weights from a folder with ``manifest.json``: one ``file`` or a list of ``members`` (each a ``file``
+        and its ``sha256``) sharing the manifest's architecture; every sha256 is checked before its file is read."""
         from safetensors.torch import load_file
 
         manifest_path = Path(folder) / "manifest.json"
         if not manifest_path.is_file():
             raise WeightsError(f"no voting network manifest at {manifest_path}")
         manifest = json.loads(manifest_path.read_text())
-        weights = verify_sha256(Path(folder) / manifest["file"], manifest["sha256"])
-        model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]),
-                             normalisation=manifest.get("normalisation", DEFAULT_NORMALISATION))
-        model.load_state_dict(load_file(str(weights)), strict=True)
-        return cls(model, int(manifest["patch"]), f"{weights.name} ({manifest.get('trained_on', 'unknown data')})",
-                   tuple(manifest.get("spacing_mm", TRAINED_SPACING)),
+        models, files = [], []
+        for member in manifest.get("members", [manifest]):
+            weights = verify_sha256(Path(folder) / member["file"], member["sha256"])
+            model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]),
+                                 normalisation=manifest.get("normalisation", DEFAULT_NORMALISATION))
+            model.load_state_dict(load_file(str(weights)), strict=True)
+            models.append(model)
+            files.append(weights.name)
+        source = f"{' + '.join(files)} ({manifest.get('trained_on', 'unknown data')})"
+        return cls(models, int(manifest["patch"]), source, tuple(manifest.get("spacing_mm", TRAINED_SPACING)),
                    relative_intensities=manifest.get("intensities") == RELATIVE_INTENSITIES)
 
     def describe(self) -> str:
-        return f"voting 3D U-Net {self.source}, {parameter_count(self.model):,} parameters"
+        size = f"{parameter_count(self.models[0]):,} parameters"
+        if len(self.models) > 1:
+            size = f"{len(self.models)} networks averaged, {size} each"
+        return f"voting 3D U-Net {self.source}, {size}"
 
     def fuse(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
              spacing: tuple[float, float, float]) -> Fusion:
@@ -191,7 +203,7 @@ class VotingNetwork:
             images = {m: None if a is None else relative_to_normal_brain(a, seen_by_sam) for m, a in images.items()}
         inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
                               {m: None if a is None else a[window] for m, a in masks.items()})
-        return window, flip_averaged_probabilities(self.model, inputs, self.patch)
+        return window, np.mean([flip_averaged_probabilities(m, inputs, self.patch) for m in self.models], axis=0)
 
     def _label(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
                spacing: tuple[float, float, float]) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from SAMBASegmentLib.errors import WeightsError
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 from SAMBASegmentLib.voting import VotingNetwork
@@ -16,7 +17,7 @@ from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, NORMAL_BRAIN_LEVEL
 from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.split import case_dirs
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
-from training.voting.ship import export
+from training.voting.ship import combine, export
 from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, WARMUP_STEPS, MaskNoise,
                                    load_training_case, recalibrate_batch_norm, sample_patch, shifted_border,
                                    voting_loss)
@@ -194,7 +195,7 @@ def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Pa
     trained = VotingUNet3D(INPUT_CHANNELS, normalisation="batch")
     trained.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     assert int(trained.encoders[0][1].num_batches_tracked) == BATCH_NORM_BATCHES
-    loaded = VotingNetwork.load(tmp_path / "export").model
+    loaded = VotingNetwork.load(tmp_path / "export").models[0]
     assert loaded.normalisation == "batch"
     batch = _real_batches(data_dir, tmp_path, 1, side=16)[0]
     with torch.inference_mode():
@@ -204,7 +205,7 @@ def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Pa
 
 
 def _exported_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return VotingNetwork.load(folder).model.state_dict()
+    return VotingNetwork.load(folder).models[0].state_dict()
 
 
 def test_weight_averaging_starts_from_a_network_and_ships_the_running_average(data_dir: Path, tmp_path: Path):
@@ -242,3 +243,48 @@ def test_weight_averaging_starts_from_a_network_and_ships_the_running_average(da
     with pytest.raises(SystemExit, match="widths"):
         train_main(["--out", str(tmp_path / "wider"), "--init", str(tmp_path / "start_export"), "--widths", "8", "16",
                     "--steps", "1", *common])
+
+
+def test_an_ensemble_ships_every_member_and_the_engine_averages_their_probabilities(data_dir: Path, tmp_path: Path):
+    """Networks of one recipe trained from different seeds ship as one folder (each member's weights and sha256);
+    the engine's probabilities are the mean of the members' own; members that differ in anything but their
+    training are refused, as is an ensemble where one network is expected."""
+    first_case = load_case(case_dirs("training", data_dir)[0])
+    _cache_exact_masks(first_case, tmp_path)
+    common = ["--cache", str(tmp_path), "--cases", "1", "--steps", "2", "--patch", "16", "--save-every", "1"]
+    exports = []
+    for seed, widths in ((1, "12 24 48"), (2, "12 24 48"), (3, "8 16")):
+        assert train_main(["--out", str(tmp_path / f"seed{seed}"), "--seed", str(seed), "--widths", *widths.split(),
+                           *common]) == 0
+        export(tmp_path / f"seed{seed}", tmp_path / f"export{seed}")
+        exports.append(tmp_path / f"export{seed}")
+
+    manifest = combine(exports[:2], tmp_path / "ensemble")
+    assert [m["training_settings"]["seed"] for m in manifest["members"]] == [1, 2]
+    ensemble = VotingNetwork.load(tmp_path / "ensemble")
+    members = [VotingNetwork.load(folder) for folder in exports[:2]]
+    assert len(ensemble.models) == 2 and "2 networks averaged" in ensemble.describe()
+
+    images = {m: v.array for m, v in first_case.volumes.items()}
+    masks = {m: region_mask(first_case.label, "WT") for m in first_case.volumes}
+    centre = np.argwhere(masks["flair"]).mean(axis=0).astype(int)
+    window = tuple(slice(c - 12, c + 12) for c in centre)
+    images, masks = ({m: a[window] for m, a in given.items()} for given in (images, masks))
+    each = [network.probabilities(images, masks)[1] for network in members]
+    averaged = ensemble.probabilities(images, masks)[1]
+    np.testing.assert_allclose(averaged, (each[0] + each[1]) / 2, atol=1e-6)
+    assert np.abs(each[0] - each[1]).max() > 1e-3  # the seeds differ, so the average is not one member's output
+
+    with pytest.raises(ValueError, match="widths"):
+        combine([exports[0], exports[2]], tmp_path / "mixed")
+    with pytest.raises(ValueError, match="already an ensemble"):
+        combine([tmp_path / "ensemble", exports[2]], tmp_path / "nested")
+    with pytest.raises(ValueError, match="holds a member"):
+        combine(exports[:2], exports[0])
+    with pytest.raises(SystemExit, match="ensemble of 2 networks"):
+        train_main(["--out", str(tmp_path / "from_ensemble"), "--init", str(tmp_path / "ensemble"), *common])
+
+    member_file = tmp_path / "ensemble" / manifest["members"][1]["file"]
+    member_file.write_bytes(member_file.read_bytes()[:-1] + b"\0")
+    with pytest.raises(WeightsError, match="sha256"):
+        VotingNetwork.load(tmp_path / "ensemble")

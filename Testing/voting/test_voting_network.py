@@ -44,7 +44,7 @@ def test_parameter_count_in_range():
     assert 150_000 <= parameter_count(VotingUNet3D(INPUT_CHANNELS)) <= 300_000
     shipped = VotingNetwork.load()
     manifest = json.loads((VOTING_DIR / "manifest.json").read_text())
-    assert 150_000 <= parameter_count(shipped.model) == manifest["parameters"] <= 300_000
+    assert 150_000 <= parameter_count(shipped.models[0]) == manifest["parameters"] <= 300_000
     assert (VOTING_DIR / manifest["file"]).stat().st_size < 2_000_000
 
 
@@ -62,7 +62,7 @@ def test_decoding_keeps_the_hierarchy_on_any_probabilities(seed):
 def test_untrained_network_and_rule_keep_the_hierarchy_on_random_inputs():
     rng = np.random.default_rng(1)
     torch.manual_seed(1)
-    network = VotingNetwork(VotingUNet3D(INPUT_CHANNELS), patch=16, source="random weights")
+    network = VotingNetwork([VotingUNet3D(INPUT_CHANNELS)], patch=16, source="random weights")
     images = {m: rng.random((20, 24, 18)).astype(np.float32) for m in MODALITIES}
     masks = {m: rng.random((20, 24, 18)) > 0.6 for m in MODALITIES}
     for fusion in (network.fuse(images, masks, (1.0, 1.0, 1.0)), rule_baseline(images, masks, (1.0, 1.0, 1.0))):

@@ -4,12 +4,19 @@ weights with a model card whose table is generated from the validation JSON (no 
     python -m training.voting.ship --run training/runs/voting --to training/runs/voting/export
     python -m training.voting.ship --run training/runs/voting --evaluation training/runs/voting/eval_val.json \
         training/runs/voting/eval_val_zeroshot.json
+
+``--members`` instead of ``--run``: exported networks of one recipe (different seeds) combined into one ensemble
+whose probabilities the engine averages (each member's weights copied, its sha256 in the manifest):
+
+    python -m training.voting.ship --members SAMBASegmentLib/weights/voting training/runs/voting_seed3/export \
+        --to training/runs/voting_ensemble
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,6 +32,8 @@ from .evaluate import format_table
 from .train import MAX_BORDER_SHIFT, MaskNoise, trained_weights
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
+AS_NORMALISED = "as_normalised"  # the manifest's "intensities" for a network that sees the normalised images
+MEMBER_KEYS = ("file", "sha256", "bytes", "steps", "training_settings")  # what differs between an ensemble's members
 TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
                      "same_direction", "cache", "relative_intensities", "init", "init_sha256", "schedule",
                      "average_every")
@@ -46,7 +55,7 @@ def export(run: Path, destination: Path) -> dict:
         "widths": settings["widths"], "parameters": parameter_count(model), "patch": settings["patch"],
         "spacing_mm": list(TRAINED_SPACING),
         "inputs": "4 normalised images, 4 binary SAM masks, 4 presence flags (FLAIR, T1, T1ce, T2)",
-        "intensities": RELATIVE_INTENSITIES if settings.get("relative_intensities") else "as_normalised",
+        "intensities": RELATIVE_INTENSITIES if settings.get("relative_intensities") else AS_NORMALISED,
         "outputs": list(OUTPUT_REGIONS), "steps": int(state["step"]),
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
@@ -57,6 +66,36 @@ def export(run: Path, destination: Path) -> dict:
         "licence": "Apache-2.0 (code); weights for research use only (training data licences)",
         "data_licences": LICENCES,
     }
+    (destination / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def combine(members: list[Path], destination: Path) -> dict:
+    """One manifest for several exported networks of the same architecture, inputs and training cases: the engine
+    averages their probabilities. Each member's weights are copied under its seed's name."""
+    if destination.resolve() in {folder.resolve() for folder in members}:
+        raise ValueError(f"{destination} holds a member; combine into another folder (copy the member elsewhere first)")
+    defaults = {"normalisation": DEFAULT_NORMALISATION, "intensities": AS_NORMALISED}  # older manifests omit them
+    manifests = [{**defaults, **json.loads((folder / "manifest.json").read_text())} for folder in members]
+    for folder, manifest in zip(members, manifests):
+        if "members" in manifest:
+            raise ValueError(f"{folder} is already an ensemble; give its members' exports instead")
+    shared = {k: v for k, v in manifests[0].items() if k not in MEMBER_KEYS}
+    for folder, manifest in zip(members[1:], manifests[1:]):
+        differing = sorted(k for k in {*shared, *manifest} - set(MEMBER_KEYS) if manifest.get(k) != shared.get(k))
+        if differing:
+            raise ValueError(f"{folder} differs from {members[0]} in {', '.join(differing)}: "
+                             "not members of one ensemble")
+    destination.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, (folder, manifest) in enumerate(zip(members, manifests)):
+        name = f"voting_unet3d_{index}_seed{manifest.get('training_settings', {}).get('seed', 'unknown')}.safetensors"
+        shutil.copyfile(folder / manifest["file"], destination / name)
+        entries.append({**{k: manifest[k] for k in MEMBER_KEYS if k in manifest}, "file": name,
+                        "sha256": sha256_of(destination / name)})
+        if entries[-1]["sha256"] != manifest["sha256"]:
+            raise ValueError(f"{folder / manifest['file']} does not match its manifest's sha256")
+    manifest = {**shared, "members": entries}
     (destination / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -132,15 +171,18 @@ Code: Apache-2.0. Training data: {manifest['data_licences']}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, default=Path("training/runs/voting"))
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", type=Path, default=Path("training/runs/voting"))
+    source.add_argument("--members", type=Path, nargs="+", help="exported networks to ship as one ensemble")
     parser.add_argument("--to", type=Path, default=VOTING_DIR)
     parser.add_argument("--evaluation", type=Path, nargs="+",
                         help="validation JSONs of training.voting.evaluate (one per mask cache): writes the card")
     args = parser.parse_args(argv)
-    manifest = export(args.run, args.to)
+    manifest = combine(args.members, args.to) if args.members else export(args.run, args.to)
     if args.evaluation:
         (args.to / "MODEL_CARD.md").write_text(model_card(manifest, [json.loads(p.read_text()) for p in args.evaluation]))
-    print(f"{args.to}: {manifest['file']} sha256 {manifest['sha256'][:16]}…")
+    for member in manifest.get("members", [manifest]):
+        print(f"{args.to}: {member['file']} sha256 {member['sha256'][:16]}…")
     return 0
 
 

@@ -280,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     cases = [load_training_case(folder, args.cache, args.patch, args.relative_intensities) for folder in folders]
     model = VotingUNet3D(INPUT_CHANNELS, tuple(args.widths), normalisation=args.normalisation)
     if args.init:
-        start = VotingNetwork.load(args.init).model
+        initial = VotingNetwork.load(args.init)
+        if len(initial.models) != 1:
+            raise SystemExit(f"--init {args.init}: an ensemble of {len(initial.models)} networks; "
+                             "give one member's export")
+        start = initial.models[0]
         if (start.widths, start.normalisation) != (model.widths, model.normalisation):
             raise SystemExit(f"--init {args.init}: widths {start.widths} / {start.normalisation} norm, but this run "
                              f"asks for {model.widths} / {model.normalisation}")
