@@ -17,7 +17,7 @@ from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, NORMAL_BRAIN_LEVEL
 from SAMBASegmentLib.voting.network import VotingUNet3D
 from training.split import case_dirs
 from training.voting.masks import VARIANTS, load_case_masks, mask_key, save_case_masks
-from training.voting.ship import combine, export
+from training.voting.ship import combine, export, model_card
 from training.voting.train import (BATCH_NORM_BATCHES, MAX_BORDER_SHIFT, PATCH, WARMUP_STEPS, MaskNoise,
                                    load_training_case, recalibrate_batch_norm, sample_patch, shifted_border,
                                    voting_loss)
@@ -264,6 +264,8 @@ def test_an_ensemble_ships_every_member_and_the_engine_averages_their_probabilit
     ensemble = VotingNetwork.load(tmp_path / "ensemble")
     members = [VotingNetwork.load(folder) for folder in exports[:2]]
     assert len(ensemble.models) == 2 and "2 networks averaged" in ensemble.describe()
+    card = model_card(manifest, [{"summary": {}, "masks": str(tmp_path)}])
+    assert "seeds 1 and 2" in card and all(m["sha256"] in card for m in manifest["members"])
 
     images = {m: v.array for m, v in first_case.volumes.items()}
     masks = {m: region_mask(first_case.label, "WT") for m in first_case.volumes}

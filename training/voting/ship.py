@@ -111,7 +111,8 @@ def _masks_of(evaluation: dict) -> str:
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
-    trained = manifest.get("training_settings", {})
+    members = manifest.get("members", [manifest])
+    trained = members[0].get("training_settings", {})
     mask_noise = trained.get("mask_noise", 0.0)
     inwards = trained.get("inward_share", MaskNoise.inward_share)
     together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
@@ -120,19 +121,26 @@ def model_card(manifest: dict, evaluations: list[dict]) -> str:
                     f"inwards{together}) in {mask_noise:.0%} of the patches,\nso the network learns to place a border "
                     "from the image rather than copy SAM's." if mask_noise else "")
     tables = "\n\n".join(f"{_masks_of(e)}:\n\n{format_table(e['summary'])}" for e in evaluations)
+    network = f"A {manifest['parameters']:,}-parameter 3D U-Net (widths {manifest['widths']})"
+    if len(members) > 1:
+        seeds = " and ".join(str(m.get("training_settings", {}).get("seed")) for m in members)
+        network = (f"An ensemble of {len(members)} 3D U-Nets of {manifest['parameters']:,} parameters (widths "
+                   f"{manifest['widths']}), trained alike from seeds {seeds}, whose probabilities are averaged,")
+    weights = "; ".join(f"`{m['file']}` ({m['bytes'] / 1e6:.2f} MB, safetensors, sha256 `{m['sha256']}`)"
+                        for m in members)
     return f"""# Voting network (NETC / SNFH / ET from per-modality SAM masks)
 
-A {manifest['parameters']:,}-parameter 3D U-Net (widths {manifest['widths']}) that reads the four normalised
+{network} that reads the four normalised
 modalities, each modality's binary SAM mask and a presence flag per modality, and predicts the nested BraTS
 regions WT ⊇ TC ⊇ ET, decoded top-down so the hierarchy always holds (`SAMBASegmentLib/voting`).
-Weights: `{manifest['file']}` ({manifest['bytes'] / 1e6:.2f} MB, safetensors, sha256 `{manifest['sha256']}`).
+Weights: {weights}.
 
 ## Training
-{manifest['steps']} steps of {manifest['patch']}³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
+{members[0]['steps']} steps of {manifest['patch']}³ patches around the tumour (Dice + BCE, AdamW, cosine decay) on the SAM masks that the
 engine produced for {len(manifest['training_cases'])} training cases with the clinician's `box3d` box, two jittered
 copies of it and the detector's automatic prompts (`python -m training.voting.masks`, then
 `python -m training.voting.train`, the recipe in `training/README.md`). Modalities were dropped at random in
-training (`--drop` {manifest.get('training_settings', {}).get('drop')}: the chances of dropping one, two, three),
+training (`--drop` {trained.get('drop')}: the chances of dropping one, two, three),
 so a missing modality is an expected input and one modality's image and mask alone give a whole tumour (the
 automatic path's).{border_noise}
 Validation cases (never trained on):
