@@ -203,7 +203,7 @@ class VotingNetwork:
             images = {m: None if a is None else relative_to_normal_brain(a, seen_by_sam) for m, a in images.items()}
         inputs = build_inputs({m: None if a is None else a[window] for m, a in images.items()},
                               {m: None if a is None else a[window] for m, a in masks.items()})
-        return window, np.mean([flip_averaged_probabilities(m, inputs, self.patch) for m in self.models], axis=0)
+        return window, np.mean([flip_averaged_probabilities(net, inputs, self.patch) for net in self.models], axis=0)
 
     def _label(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
                spacing: tuple[float, float, float]) -> np.ndarray:

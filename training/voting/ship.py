@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 
 from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, RELATIVE_INTENSITIES, TRAINED_SPACING, VOTING_DIR
 from SAMBASegmentLib.voting.network import DEFAULT_NORMALISATION, OUTPUT_REGIONS, VotingUNet3D, parameter_count
-from SAMBASegmentLib.weights import sha256_of
+from SAMBASegmentLib.weights import sha256_of, verify_sha256
 
 from ..ship import LICENCES
 from ..split import SPLIT_PATH, load_split
@@ -90,11 +90,8 @@ def combine(members: list[Path], destination: Path) -> dict:
     entries = []
     for index, (folder, manifest) in enumerate(zip(members, manifests)):
         name = f"voting_unet3d_{index}_seed{manifest.get('training_settings', {}).get('seed', 'unknown')}.safetensors"
-        shutil.copyfile(folder / manifest["file"], destination / name)
-        entries.append({**{k: manifest[k] for k in MEMBER_KEYS if k in manifest}, "file": name,
-                        "sha256": sha256_of(destination / name)})
-        if entries[-1]["sha256"] != manifest["sha256"]:
-            raise ValueError(f"{folder / manifest['file']} does not match its manifest's sha256")
+        shutil.copyfile(verify_sha256(folder / manifest["file"], manifest["sha256"]), destination / name)
+        entries.append({**{k: manifest[k] for k in MEMBER_KEYS if k in manifest}, "file": name})
     manifest = {**shared, "members": entries}
     (destination / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
