@@ -124,6 +124,12 @@ def flip_averaged_probabilities(model: VotingUNet3D, inputs: np.ndarray, patch: 
     return total / len(flips)
 
 
+def manifest_members(manifest: dict) -> list[dict]:
+    """The weight entries (``file``, ``sha256``, ...) of a voting manifest: its ``members`` for an ensemble, else the
+    manifest itself (one network)."""
+    return manifest.get("members", [manifest])
+
+
 @dataclass
 class Fusion:
     """The fused result: internal label map (1 NETC, 2 SNFH, 3 ET) and the modality-agreement map."""
@@ -155,7 +161,7 @@ class VotingNetwork:
             raise WeightsError(f"no voting network manifest at {manifest_path}")
         manifest = json.loads(manifest_path.read_text())
         models, files = [], []
-        for member in manifest.get("members", [manifest]):
+        for member in manifest_members(manifest):
             weights = verify_sha256(Path(folder) / member["file"], member["sha256"])
             model = VotingUNet3D(INPUT_CHANNELS, tuple(manifest["widths"]),
                                  normalisation=manifest.get("normalisation", DEFAULT_NORMALISATION))

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from SAMBASegmentLib.voting.fusion import INPUT_CHANNELS, RELATIVE_INTENSITIES, TRAINED_SPACING, VOTING_DIR
+from SAMBASegmentLib.voting.fusion import (INPUT_CHANNELS, RELATIVE_INTENSITIES, TRAINED_SPACING, VOTING_DIR,
+                                           manifest_members)
 from SAMBASegmentLib.voting.network import DEFAULT_NORMALISATION, OUTPUT_REGIONS, VotingUNet3D, parameter_count
 from SAMBASegmentLib.weights import sha256_of, verify_sha256
 
@@ -108,7 +109,7 @@ def _masks_of(evaluation: dict) -> str:
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
-    members = manifest.get("members", [manifest])
+    members = manifest_members(manifest)
     trained = members[0].get("training_settings", {})
     mask_noise = trained.get("mask_noise", 0.0)
     inwards = trained.get("inward_share", MaskNoise.inward_share)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = combine(args.members, args.to) if args.members else export(args.run, args.to)
     if args.evaluation:
         (args.to / "MODEL_CARD.md").write_text(model_card(manifest, [json.loads(p.read_text()) for p in args.evaluation]))
-    for member in manifest.get("members", [manifest]):
+    for member in manifest_members(manifest):
         print(f"{args.to}: {member['file']} sha256 {member['sha256'][:16]}…")
     return 0
 
