@@ -45,7 +45,8 @@ deep as wide).</li>
 <li><b>Propose boxes</b> (Alt+D) runs the tumour detector on FLAIR: each candidate appears as a yellow box and the
 views jump to the best one; <b>Accept</b> (Alt+A), drag, or <b>Reject</b> (Alt+R) it, and the views move to the next.
 Only accepted boxes prompt SAM.</li>
-<li><b>Refine into NETC / SNFH / ET</b> (Alt+F) segments every loaded modality with the same boxes and lets the
+<li><b>Refine into NETC / SNFH / ET</b> (Alt+F) segments every loaded modality with the same prompts (boxes
+propagated through their depth, and every slice with + / − points or a box of its own) and lets the
 voting network fuse the masks (each checked in three views unless unticked) into the three BraTS classes (ET
 inside TC inside WT), with the volume
 <i>SAMBA modality agreement</i> (fraction of modalities that call each voxel tumour) to overlay as uncertainty.</li>
@@ -320,7 +321,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _refineTask(self, volume, sliceNode, output, *points) -> SamTask:
         volumes = {m.value: getattr(self._parameterNode, m.value) for m in Modality
                    if getattr(self._parameterNode, m.value) is not None}
-        return self.logic.refineTask(volumes, volume, sliceNode, output,
+        return self.logic.refineTask(volumes, volume, sliceNode, output, *points,
                                      views=3 if self._parameterNode.refineInThreeViews else 1)
 
     def _segmentSliceTask(self, volume, sliceNode, output, *points) -> SamTask:
@@ -433,7 +434,7 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 class SAMBASegmentTest(ScriptedLoadableModuleTest):
     """A clinician's box on a real BraTS case, propagated (WT Dice) and refined into NETC / SNFH / ET (ET, TC, WT
-    Dice) against the label map (selftest.py, shared with pytest). The case comes from $SAMBA_DATA_DIR when set,
+    Dice), and the same refinement from clicks alone, against the label map (selftest.py, shared with pytest). The case comes from $SAMBA_DATA_DIR when set,
     else from the sample data (sha256-checked)."""
 
     def setUp(self) -> None:
@@ -444,6 +445,8 @@ class SAMBASegmentTest(ScriptedLoadableModuleTest):
         self.test_BoxPropagationOnBraTS()
         self.setUp()
         self.test_RefineOnBraTS()
+        self.setUp()
+        self.test_RefineFromClicksOnBraTS()
 
     def _prepare(self) -> tuple[Path, slicer.vtkMRMLSliceNode]:
         missing = dependencies.unsatisfied(dependencies.moduleRequirements())
@@ -467,6 +470,14 @@ class SAMBASegmentTest(ScriptedLoadableModuleTest):
         result = selftest.runRefine(SAMBASegmentLogic(slicer.mrmlScene), caseFolder, sliceNode)
         self.delayDisplay(", ".join(f"{r} Dice {d:.3f}" for r, d in result.dice.items()) + f", {result.seconds:.0f} s")
         for region, minimum in selftest.MIN_REFINED_DICE.items():
+            self.assertGreaterEqual(result.dice[region], minimum, region)
+
+    def test_RefineFromClicksOnBraTS(self) -> None:
+        caseFolder, sliceNode = self._prepare()
+        self.delayDisplay(f"Refining {caseFolder.name} from one + point per tumour slice, no box")
+        result = selftest.runRefine(SAMBASegmentLogic(slicer.mrmlScene), caseFolder, sliceNode, fromClicks=True)
+        self.delayDisplay(", ".join(f"{r} Dice {d:.3f}" for r, d in result.dice.items()) + f", {result.seconds:.0f} s")
+        for region, minimum in selftest.MIN_REFINED_FROM_CLICKS_DICE.items():
             self.assertGreaterEqual(result.dice[region], minimum, region)
 
     @staticmethod

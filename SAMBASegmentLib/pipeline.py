@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ VIEW_CHOICES = (1, 3)  # the prompted view alone, or checked in all three (multi
 DEFAULT_VIEWS = 3
 REFINED_REGIONS = ("ET", "TC", "WT")
 ModalityProgress = Callable[[str, int, int], None]  # (modality, done, total)
+StepProgress = Callable[[int, int, int], None]  # (step, done, total)
 log = logging.getLogger(__name__)
 
 # A label value for the binary SAM result when written as a label map: the whole tumour.
@@ -50,15 +52,38 @@ def segment_box3d(
     return session, result
 
 
-def segment_slices(engine: SamEngine, volume: ScalarVolume, axis: int, prompts: dict[int, list[SlicePrompt]],
-                   progress: ProgressCallback | None = None) -> np.ndarray:
-    """Segment each prompted slice on its own (no propagation)."""
+def segment_slices(engine: SamEngine, volume: ScalarVolume, axis: int, prompts: Mapping[int, list[SlicePrompt]],
+                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> np.ndarray:
+    """Segment each prompted slice on its own (no propagation); when ``cancel`` returns True the slices done so far
+    are returned."""
     mask = np.zeros(volume.array.shape, dtype=bool)
     for done, (index, slice_prompts) in enumerate(sorted(prompts.items()), start=1):
+        if cancel and cancel():
+            break
         plane = engine.segment(volume, axis, index, slice_prompts)
         np.moveaxis(mask, axis, 0)[index] = plane
         if progress:
             progress(done, len(prompts))
+    return mask
+
+
+def segment_prompted(engine: SamEngine, volume: ScalarVolume, axis: int, boxes: Sequence[Box3D],
+                     slice_prompts: Mapping[int, list[SlicePrompt]], progress: StepProgress | None = None,
+                     cancel: CancelCheck | None = None) -> np.ndarray:
+    """One volume from a clinician's prompts, as Refine repeats them on every modality: each box propagated through
+    its slices along ``axis``, then every slice with prompts of its own (clicks, a box drawn on it) segmented with
+    them, replacing what propagation gave there: what she said about a slice wins. ``progress(step, done, total)``
+    counts ``len(boxes) + 1`` steps, the last one the prompted slices."""
+    mask = np.zeros(volume.array.shape, dtype=bool)
+    for step, box in enumerate(boxes):
+        callback = functools.partial(progress, step) if progress else None
+        mask |= segment_box3d(engine, volume, box, axis, progress=callback, cancel=cancel)[1].mask
+    if slice_prompts:
+        callback = functools.partial(progress, len(boxes)) if progress else None
+        prompted = segment_slices(engine, volume, axis, slice_prompts, callback, cancel)
+        planes, prompted_planes = np.moveaxis(mask, axis, 0), np.moveaxis(prompted, axis, 0)
+        for index in slice_prompts:
+            planes[index] = prompted_planes[index]
     return mask
 
 

@@ -202,14 +202,34 @@ def withClicks(prompts: list[SlicePrompt], target: SliceTarget, positives: list[
     return prompts
 
 
+def _promptsOn(target: SliceTarget, boxes: list[Box3D], positives: list[Voxel],
+               negatives: list[Voxel]) -> list[SlicePrompt]:
+    axis, index = target.axis, target.index
+    boxPrompts = [SlicePrompt(box=box.in_plane_box(axis)) for box in boxes if box.lo[axis] <= index <= box.hi[axis]]
+    return withClicks(boxPrompts, target, positives, negatives)
+
+
 def slicePrompts(target: SliceTarget, boxes: list[Box3D], positives: list[Voxel],
                  negatives: list[Voxel]) -> list[SlicePrompt]:
     """The prompts of one slice: every box crossing it is one object; each click joins the object it falls in."""
-    axis, index = target.axis, target.index
-    boxPrompts = [SlicePrompt(box=box.in_plane_box(axis)) for box in boxes if box.lo[axis] <= index <= box.hi[axis]]
-    prompts = withClicks(boxPrompts, target, positives, negatives)
+    prompts = _promptsOn(target, boxes, positives, negatives)
     if not prompts:
-        raise PromptError(f"nothing to segment on slice {index}: draw a box across it or place a + point on it")
+        raise PromptError(f"nothing to segment on slice {target.index}: draw a box across it or place a + point on it")
+    return prompts
+
+
+def promptedSlices(axis: int, depth: int, boxes: list[Box3D], positives: list[Voxel],
+                   negatives: list[Voxel]) -> dict[int, list[SlicePrompt]]:
+    """The slices along ``axis`` that have prompts of their own, a point placed on them or a box drawn on them
+    alone, each with all its prompts (as ``slicePrompts``): what Refine repeats on every modality. A slice left
+    with nothing to segment (− points only) is skipped, as are points outside the volume's ``depth`` slices."""
+    flat = {box.lo[axis] for box in boxes if box.hi[axis] == box.lo[axis]}
+    clicked = {to_slice(axis, voxel)[0] for voxel in (*positives, *negatives)}
+    prompts = {}
+    for index in sorted(i for i in flat | clicked if 0 <= i < depth):
+        onSlice = _promptsOn(SliceTarget(axis, index), boxes, positives, negatives)
+        if onSlice:
+            prompts[index] = onSlice
     return prompts
 
 
@@ -740,10 +760,15 @@ class SAMBASegmentLogic:
 
     def refineTask(self, volumeNodes: dict[str, slicer.vtkMRMLScalarVolumeNode],
                    referenceNode: slicer.vtkMRMLScalarVolumeNode, sliceNode: slicer.vtkMRMLSliceNode,
-                   segmentationNode: slicer.vtkMRMLSegmentationNode, views: int = 3) -> SamTask:
-        """SAM with the same boxes on every loaded modality (each mask checked in ``views`` views, 1 or 3), fused
+                   segmentationNode: slicer.vtkMRMLSegmentationNode,
+                   positiveNode: slicer.vtkMRMLMarkupsFiducialNode | None = None,
+                   negativeNode: slicer.vtkMRMLMarkupsFiducialNode | None = None, views: int = 3) -> SamTask:
+        """SAM with the same prompts on every loaded modality (each mask checked in ``views`` views, 1 or 3), fused
         by the voting network into segments NETC, SNFH and ET, plus a modality-agreement volume (fraction of
-        modalities whose mask covers each voxel)."""
+        modalities whose mask covers each voxel). The prompts: each box that spans slices of the view, propagated
+        through them, and every slice with points or a box of its own, segmented with those
+        (SAMBASegmentLib.pipeline.segment_prompted): a clinician who clicked rather than drew gets the three classes
+        too."""
         volumes = {}
         for modality, node in volumeNodes.items():
             if volumeShape(node) != volumeShape(referenceNode) or not np.allclose(ijkToWorld(node),
@@ -752,31 +777,37 @@ class SAMBASegmentLogic:
                                   "resample it onto that volume first (Resample Scalar/Vector/DWI Volume)")
             volumes[modality] = self.scalarVolume(node)
         axis = sliceTarget(sliceNode, referenceNode).axis
-        boxes = [box for box in self.boxes(referenceNode) if box.hi[axis] > box.lo[axis]]
-        if not boxes:
-            raise PromptError("Refine segments every modality inside the boxes: draw or accept a box that spans "
-                              "the tumour's slices first")
+        allBoxes = self.boxes(referenceNode)
+        boxes = [box for box in allBoxes if box.hi[axis] > box.lo[axis]]
+        prompted = promptedSlices(axis, volumeShape(referenceNode)[axis], allBoxes,
+                                  markupsVoxels(positiveNode, referenceNode), markupsVoxels(negativeNode, referenceNode))
+        if not boxes and not prompted:
+            raise PromptError("Refine segments every modality with your prompts: draw or accept a box that spans "
+                              "the tumour's slices, or place + points on the tumour, first")
         sliceRange = self._boxesDepth(referenceNode, axis)
+        if sliceRange is not None and prompted:  # the views check keeps to the slices prompted, boxes or points
+            sliceRange = (min(sliceRange[0], *prompted), max(sliceRange[1], *prompted))
 
         def compute(task: SamTask) -> Any:
             def segmentAll(engine):
-                from SAMBASegmentLib.pipeline import checked_in_views, segment_box3d
+                from SAMBASegmentLib.pipeline import checked_in_views, segment_prompted
 
-                masks, steps = {}, len(volumes) * (len(boxes) + 1)  # each box, then the views check
+                stepsPerModality = len(boxes) + 2  # each box, the prompted slices, the views check
+                steps = len(volumes) * stepsPerModality
 
-                def progress(done: int, slices: int, step: int) -> None:
-                    task.progress(step * slices + done, steps * slices)
+                def progress(first: int, step: int, done: int, slices: int) -> None:
+                    task.progress((first + step) * slices + done, steps * slices)
 
+                masks = {}
                 for number, (modality, volume) in enumerate(volumes.items()):
-                    mask = np.zeros(volume.array.shape, dtype=bool)
-                    for b, box in enumerate(boxes):
-                        mask |= segment_box3d(engine, volume, box, axis, cancel=lambda: task.cancelled,
-                                              progress=functools.partial(progress, step=number * (len(boxes) + 1) + b)
-                                              )[1].mask
+                    first = number * stepsPerModality
+                    mask = segment_prompted(engine, volume, axis, boxes, prompted, cancel=lambda: task.cancelled,
+                                            progress=functools.partial(progress, first))
                     masks[modality] = checked_in_views(
                         engine, volume, mask, axis, views, cancel=lambda: task.cancelled, slice_range=sliceRange,
-                        progress=functools.partial(progress, step=number * (len(boxes) + 1) + len(boxes)))
-                return masks, sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) * len(volumes) * views
+                        progress=functools.partial(progress, first, len(boxes) + 1))
+                slices = sum(b.hi[axis] - b.lo[axis] + 1 for b in boxes) + len(prompted)
+                return masks, slices * len(volumes) * views
 
             masks = self._timed(segmentAll)
             images = {modality: volume.array for modality, volume in volumes.items()}

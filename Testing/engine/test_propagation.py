@@ -7,7 +7,7 @@ import pytest
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.metrics import dice
-from SAMBASegmentLib.pipeline import evaluate_case, segment_box3d
+from SAMBASegmentLib.pipeline import evaluate_case, segment_box3d, segment_prompted
 from SAMBASegmentLib.prompts import Box3D, SlicePrompt, add_click
 from SAMBASegmentLib.propagation import PropagationSession
 from SAMBASegmentLib.simulation import box2d_prompts, box3d_prompt, corrective_click, point_prompts
@@ -56,6 +56,28 @@ def test_cancel_keeps_the_work_done(engine, real_case):
     assert result.cancelled and result.slices_segmented == 4
     assert result.mask[simulated.seed_index].any()
     assert result.mask.any(axis=(1, 2)).sum() == 4
+
+
+def test_a_slice_s_own_prompts_replace_what_the_box_propagated_there(engine, real_case, box3d_run):
+    """Refine's per-modality segmentation: the box propagated, then a slice with a prompt of its own segmented with
+    that prompt alone (here a small box drawn on brain far from the tumour: what propagation found there goes)."""
+    truth, simulated, _, _, _ = box3d_run
+    volume = real_case.volume("flair")
+    propagated = segment_box3d(engine, volume, simulated.box, 0)[1].mask
+    index = simulated.seed_index + 2
+    brain = np.argwhere(volume.array[index] > 0)
+    far = brain[np.argmax(np.linalg.norm(brain - np.argwhere(truth[index]).mean(axis=0), axis=1))]
+    inward = np.sign(brain.mean(axis=0) - far).astype(int) * 15  # a 15-pixel box reaching into the brain
+    corners = np.sort([far, far + inward], axis=0)
+    own = {index: [SlicePrompt(box=(*map(int, corners[0]), *map(int, corners[1])))]}
+    steps = []
+    mask = segment_prompted(engine, volume, 0, [simulated.box], own,
+                            progress=lambda step, done, total: steps.append((step, done, total)))
+    others = np.arange(mask.shape[0]) != index
+    assert np.array_equal(mask[others], propagated[others])
+    assert np.array_equal(mask[index], engine.segment(volume, 0, index, own[index]))
+    assert dice(propagated[index], truth[index]) >= 0.8 and not (mask[index] & truth[index]).any()
+    assert steps[-1] == (1, 1, 1) and {step for step, _, _ in steps} == {0, 1}
 
 
 def test_box_outside_the_volume_is_refused(engine, real_case):

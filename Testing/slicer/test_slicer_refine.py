@@ -1,5 +1,5 @@
 """Detector proposals as ROIs the annotator reviews (on a validation case, never trained on), and Refine into
-NETC / SNFH / ET (the self-test case), on real MRML nodes."""
+NETC / SNFH / ET (the self-test case, from a box and from clicks alone), on real MRML nodes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
-from SAMBASegmentMRML.logic import AGREEMENT_NAME, SAMBASegmentLogic, ijkToWorld, readMask, roiToBox
-from SAMBASegmentMRML.selftest import MIN_REFINED_DICE, loadVolume, runRefine, showSlice
+from SAMBASegmentMRML.logic import AGREEMENT_NAME, SAMBASegmentLogic, ijkToWorld, promptedSlices, readMask, roiToBox
+from SAMBASegmentMRML.selftest import MIN_REFINED_DICE, MIN_REFINED_FROM_CLICKS_DICE, loadVolume, runRefine, showSlice
 
 from SAMBASegmentLib.errors import PromptError, VolumeError
 from SAMBASegmentLib.labels import CLASS_NAMES, region_mask, to_internal
+from SAMBASegmentLib.prompts import Box3D, SlicePrompt
 from SAMBASegmentLib.volumes import MODALITIES, find_case_files
 
 CASE = "Brats18_CBICA_AQN_1"  # a validation case
@@ -78,10 +79,44 @@ def test_refine_explains_what_it_needs(scene, loaded):
     red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
     showSlice(red, flair, 0, 100)
     output = logic.outputSegmentation(None, flair)
-    with pytest.raises(PromptError, match="spans the tumour's slices"):
+    with pytest.raises(PromptError, match="spans the tumour's slices, or place \\+ points"):
         logic.refineTask(volumes, flair, red, output)
+    negative = logic.createPointsNode(False)
+    negative.AddControlPoint(*(ijkToWorld(flair) @ (120, 120, 100, 1.0))[:3])
+    with pytest.raises(PromptError, match="place \\+ points"):  # a − point alone leaves nothing to segment
+        logic.refineTask(volumes, flair, red, output, None, negative)
     shifted = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "shifted t2")
     shifted.Copy(volumes["t2"])
     shifted.SetOrigin(5.0, 0.0, 0.0)
     with pytest.raises(VolumeError, match="not on .* voxel grid"):
         logic.refineTask({**volumes, "t2": shifted}, flair, red, output)
+
+
+def test_refine_repeats_each_slice_s_own_prompts_on_every_modality():
+    """Which slices Refine prompts on their own (besides propagating the boxes that span slices): those with a point
+    or a box drawn on them alone, each with every prompt it holds; a slice with only a − point has nothing to
+    segment, and a point beyond the volume's slices is ignored."""
+    deep = Box3D(lo=(2, 10, 10), hi=(8, 40, 40))
+    flat = Box3D(lo=(12, 50, 50), hi=(12, 70, 70))
+    positives = [(5, 20, 20), (30, 5, 5)]  # the second one beyond the 20 slices
+    negatives = [(5, 35, 35), (15, 60, 60)]
+    prompts = promptedSlices(0, 20, [deep, flat], positives, negatives)
+    assert sorted(prompts) == [5, 12]
+    assert prompts[5] == [SlicePrompt(box=(10, 10, 40, 40), points=((20, 20), (35, 35)), point_labels=(1, 0))]
+    assert prompts[12] == [SlicePrompt(box=(50, 50, 70, 70))]
+    assert promptedSlices(1, 100, [deep], [(5, 20, 20)], [])[20] == [SlicePrompt(box=(2, 10, 8, 40), points=((5, 20),),
+                                                                                 point_labels=(1,))]
+
+
+def test_self_test_refine_from_clicks_alone_fuses_every_modality(scene, selfTestSlab):
+    """The Slicer self-test's Refine from clicks (selftest.runRefine, fromClicks): one + point on each tumour slice,
+    no box, every modality segmented with those points and fused; with the shipped adapter (zero-shot LiteMedSAM
+    gives nothing for a lone click), one view, on the self-test case's slab."""
+    logic = SAMBASegmentLogic(scene)
+    logic.configure("cpu", useAdapter=True)
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    result = runRefine(logic, selfTestSlab, red, views=1, fromClicks=True)
+    print(f"refine from clicks: {result.dice}, {result.seconds:.0f} s")
+    assert logic.boxNodes() == []
+    for region, minimum in MIN_REFINED_FROM_CLICKS_DICE.items():
+        assert result.dice[region] >= minimum, (region, result.dice)
