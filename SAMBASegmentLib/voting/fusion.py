@@ -27,6 +27,7 @@ from .network import DEFAULT_NORMALISATION, VotingUNet3D, decode_regions, parame
 VOTING_DIR = WEIGHTS_DIR / "voting"
 INPUT_CHANNELS = 3 * len(MODALITIES)
 FIELD_OF_VIEW_MARGIN = 12  # voxels of context around the union of the SAM masks
+MIN_LESION_AGREEMENT = 0.5  # a fused lesion must hold a voxel that at least half of the modalities given call tumour
 TRAINED_SPACING = (1.0, 1.0, 1.0)  # mm, array order: BraTS voxels, what the shipped network was trained on
 TRAINED_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))  # front-back and left-right, as in training
 NORMAL_BRAIN_LEVEL = 0.5  # where a network trained with relative intensities sees each modality's normal brain
@@ -219,7 +220,7 @@ class VotingNetwork:
         if found is not None:
             window, probabilities = found
             label[window] = decode_regions(probabilities)
-        return remove_small_regions(keep_lesions_seen_by_sam(label, seen_by_sam), spacing)
+        return remove_small_regions(keep_lesions_most_modalities_see(label, masks), spacing)
 
     def whole_tumour(self, modality: str, image: np.ndarray, mask: np.ndarray,
                      spacing: tuple[float, float, float]) -> np.ndarray:
@@ -230,16 +231,20 @@ class VotingNetwork:
         return self.fuse({modality: image}, {modality: mask}, spacing).label > 0
 
 
-def keep_lesions_seen_by_sam(label: np.ndarray, sam_union: np.ndarray) -> np.ndarray:
+def keep_lesions_most_modalities_see(label: np.ndarray, masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
     """The network refines the lesions SAM segmented, it does not add new ones: a connected component of the
-    whole tumour that no modality's SAM mask touches is dropped with everything inside it."""
+    whole tumour is kept only if at least half of the modalities' SAM masks (``MIN_LESION_AGREEMENT``) agree on one
+    of its voxels, else dropped with everything inside it. A piece beside the tumour that one modality's mask leaked
+    into is what an annotator would erase (on the validation cases: no legacy Dice lost, lesion-wise WT 0.79 →
+    0.89 for box3d, training/README.md)."""
+    seen = agreement_map(masks) >= MIN_LESION_AGREEMENT
     components, count = ndimage.label(label > 0, ndimage.generate_binary_structure(3, 3))
     if count == 0:
         return label
-    seen = np.zeros(count + 1, dtype=bool)
-    seen[np.unique(components[sam_union & (components > 0)])] = True
-    seen[0] = False
-    return np.where(seen[components], label, 0).astype(np.uint8)
+    kept = np.zeros(count + 1, dtype=bool)
+    kept[np.unique(components[seen & (components > 0)])] = True
+    kept[0] = False
+    return np.where(kept[components], label, 0).astype(np.uint8)
 
 
 def rule_baseline(images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],

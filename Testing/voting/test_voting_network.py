@@ -18,7 +18,7 @@ from SAMBASegmentLib.postprocessing import remove_small_regions
 from SAMBASegmentLib.voting import (VotingNetwork, VotingUNet3D, agreement_map, build_inputs, decode_regions,
                                     parameter_count, rule_baseline)
 from SAMBASegmentLib.voting.fusion import (INPUT_CHANNELS, NORMAL_BRAIN_LEVEL, RELATIVE_INTENSITIES, VOTING_DIR,
-                                           field_of_view, flip_averaged_probabilities, keep_lesions_seen_by_sam,
+                                           field_of_view, flip_averaged_probabilities, keep_lesions_most_modalities_see,
                                            relative_to_normal_brain)
 from SAMBASegmentLib.volumes import MODALITIES, load_case
 from SAMBASegmentLib.voting.network import DEFAULT_WIDTHS
@@ -84,16 +84,20 @@ def test_specks_are_removed_region_by_region_keeping_the_nesting():
     assert (cleaned[10:14, 10:14, 10:14] == ET_LABEL).all() and (cleaned[5, 5, 5] == SNFH)
 
 
-def test_lesions_no_sam_mask_touches_are_dropped():
+def test_lesions_fewer_than_half_the_modalities_see_are_dropped():
     label = np.zeros((20, 20, 20), dtype=np.uint8)
     label[2:8, 2:8, 2:8] = SNFH
     label[4:6, 4:6, 4:6] = ET_LABEL
     label[12:18, 12:18, 12:18] = NETC
-    sam = np.zeros(label.shape, dtype=bool)
-    sam[7, 7, 7] = True  # one voxel of the first lesion
-    kept = keep_lesions_seen_by_sam(label, sam)
+    masks = {m: np.zeros(label.shape, dtype=bool) for m in ("flair", "t1", "t1ce", "t2")}
+    masks["flair"][7, 7, 7] = masks["t2"][7, 7, 7] = True  # two of four agree on one voxel of the first lesion
+    masks["t1ce"][12:18, 12:18, 12:18] = True  # the second lesion: one modality's mask alone
+    kept = keep_lesions_most_modalities_see(label, masks)
     np.testing.assert_array_equal(kept[:10], label[:10])
     assert not kept[10:].any()
+    two_given = keep_lesions_most_modalities_see(label, {"flair": masks["flair"], "t1ce": masks["t1ce"], "t2": None})
+    np.testing.assert_array_equal(two_given, label)  # one of two modalities is half of them
+    assert not keep_lesions_most_modalities_see(label, {m: np.zeros(label.shape, bool) for m in masks}).any()
 
 
 def test_agreement_map_is_the_fraction_of_modalities():
