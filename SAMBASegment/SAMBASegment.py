@@ -434,8 +434,8 @@ class SAMBASegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 class SAMBASegmentTest(ScriptedLoadableModuleTest):
     """A clinician's box on a real BraTS case, propagated (WT Dice) and refined into NETC / SNFH / ET (ET, TC, WT
-    Dice), and the same refinement from clicks alone, against the label map (selftest.py, shared with pytest). The case comes from $SAMBA_DATA_DIR when set,
-    else from the sample data (sha256-checked)."""
+    Dice), and the same refinement from clicks alone, against the label map (selftest.py, shared with pytest). The
+    case comes from $SAMBA_DATA_DIR when set, else from the sample data (sha256-checked)."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()

@@ -779,8 +779,8 @@ class SAMBASegmentLogic:
         axis = sliceTarget(sliceNode, referenceNode).axis
         allBoxes = self.boxes(referenceNode)
         boxes = [box for box in allBoxes if box.hi[axis] > box.lo[axis]]
-        prompted = promptedSlices(axis, volumeShape(referenceNode)[axis], allBoxes,
-                                  markupsVoxels(positiveNode, referenceNode), markupsVoxels(negativeNode, referenceNode))
+        positives, negatives = markupsVoxels(positiveNode, referenceNode), markupsVoxels(negativeNode, referenceNode)
+        prompted = promptedSlices(axis, volumeShape(referenceNode)[axis], allBoxes, positives, negatives)
         if not boxes and not prompted:
             raise PromptError("Refine segments every modality with your prompts: draw or accept a box that spans "
                               "the tumour's slices, or place + points on the tumour, first")
