@@ -185,7 +185,7 @@ class VotingNetwork:
         slices of older scanners) are fused on a grid of the training voxel size and the label brought back."""
         agreement = agreement_map(masks)
         if np.allclose(spacing, self.spacing, rtol=0.2):
-            return Fusion(self._label(images, masks, spacing), agreement)
+            return Fusion(self._label(images, masks, spacing, agreement), agreement)
 
         def resampled(array: np.ndarray | None, is_mask: bool) -> np.ndarray | None:
             if array is None:
@@ -194,8 +194,9 @@ class VotingNetwork:
             result = resample_array(typed, spacing, self.spacing, is_label=is_mask)
             return result > 0 if is_mask else result
 
-        label = self._label({m: resampled(a, False) for m, a in images.items()},
-                            {m: resampled(a, True) for m, a in masks.items()}, self.spacing)
+        masks_on_grid = {m: resampled(a, True) for m, a in masks.items()}
+        label = self._label({m: resampled(a, False) for m, a in images.items()}, masks_on_grid, self.spacing,
+                            agreement_map(masks_on_grid))
         return Fusion(resample_array(label, self.spacing, spacing, agreement.shape, is_label=True), agreement)
 
     def probabilities(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None]
@@ -213,14 +214,14 @@ class VotingNetwork:
         return window, np.mean([flip_averaged_probabilities(net, inputs, self.patch) for net in self.models], axis=0)
 
     def _label(self, images: Mapping[str, np.ndarray | None], masks: Mapping[str, np.ndarray | None],
-               spacing: tuple[float, float, float]) -> np.ndarray:
-        seen_by_sam = np.any([m for m in masks.values() if m is not None], axis=0)
-        label = np.zeros(seen_by_sam.shape, dtype=np.uint8)
+               spacing: tuple[float, float, float], agreement: np.ndarray) -> np.ndarray:
+        """The label map on the masks' grid; ``agreement``: their modality-agreement map."""
+        label = np.zeros(agreement.shape, dtype=np.uint8)
         found = self.probabilities(images, masks)
         if found is not None:
             window, probabilities = found
             label[window] = decode_regions(probabilities)
-        return remove_small_regions(keep_lesions_most_modalities_see(label, masks), spacing)
+        return remove_small_regions(keep_lesions_most_modalities_see(label, agreement), spacing)
 
     def whole_tumour(self, modality: str, image: np.ndarray, mask: np.ndarray,
                      spacing: tuple[float, float, float]) -> np.ndarray:
@@ -231,13 +232,13 @@ class VotingNetwork:
         return self.fuse({modality: image}, {modality: mask}, spacing).label > 0
 
 
-def keep_lesions_most_modalities_see(label: np.ndarray, masks: Mapping[str, np.ndarray | None]) -> np.ndarray:
+def keep_lesions_most_modalities_see(label: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     """The network refines the lesions SAM segmented, it does not add new ones: a connected component of the
-    whole tumour is kept only if at least half of the modalities' SAM masks (``MIN_LESION_AGREEMENT``) agree on one
-    of its voxels, else dropped with everything inside it. A piece beside the tumour that one modality's mask leaked
+    whole tumour is kept only if at least half of the modalities' SAM masks agree on one of its voxels
+    (``agreement`` from ``agreement_map`` ≥ ``MIN_LESION_AGREEMENT``), else dropped with everything inside it. A piece beside the tumour that one modality's mask leaked
     into is what an annotator would erase (on the validation cases: no legacy Dice lost, lesion-wise WT 0.79 →
     0.89 for box3d, training/README.md)."""
-    seen = agreement_map(masks) >= MIN_LESION_AGREEMENT
+    seen = agreement >= MIN_LESION_AGREEMENT
     components, count = ndimage.label(label > 0, ndimage.generate_binary_structure(3, 3))
     if count == 0:
         return label

@@ -92,7 +92,7 @@ def test_refine_explains_what_it_needs(scene, loaded):
         logic.refineTask({**volumes, "t2": shifted}, flair, red, output)
 
 
-def test_refine_repeats_each_slice_s_own_prompts_on_every_modality():
+def test_refine_prompts_each_slice_that_has_prompts_of_its_own():
     """Which slices Refine prompts on their own (besides propagating the boxes that span slices): those with a point
     or a box drawn on them alone, each with every prompt it holds; a slice with only a − point has nothing to
     segment, and a point beyond the volume's slices is ignored."""

@@ -92,12 +92,14 @@ def test_lesions_fewer_than_half_the_modalities_see_are_dropped():
     masks = {m: np.zeros(label.shape, dtype=bool) for m in ("flair", "t1", "t1ce", "t2")}
     masks["flair"][7, 7, 7] = masks["t2"][7, 7, 7] = True  # two of four agree on one voxel of the first lesion
     masks["t1ce"][12:18, 12:18, 12:18] = True  # the second lesion: one modality's mask alone
-    kept = keep_lesions_most_modalities_see(label, masks)
+    kept = keep_lesions_most_modalities_see(label, agreement_map(masks))
     np.testing.assert_array_equal(kept[:10], label[:10])
     assert not kept[10:].any()
-    two_given = keep_lesions_most_modalities_see(label, {"flair": masks["flair"], "t1ce": masks["t1ce"], "t2": None})
+    two_given = keep_lesions_most_modalities_see(
+        label, agreement_map({"flair": masks["flair"], "t1ce": masks["t1ce"], "t2": None}))
     np.testing.assert_array_equal(two_given, label)  # one of two modalities is half of them
-    assert not keep_lesions_most_modalities_see(label, {m: np.zeros(label.shape, bool) for m in masks}).any()
+    assert not keep_lesions_most_modalities_see(label, agreement_map({m: np.zeros(label.shape, bool) for m in masks})
+                                                ).any()
 
 
 def test_agreement_map_is_the_fraction_of_modalities():

@@ -157,11 +157,12 @@ checks each mask in three views by default, so `samba evaluate --refine` fuses t
 
 ## Inference
 Sliding {manifest['patch']}³ windows (half overlap, logits averaged) over the bounding box of the union of the SAM
-masks plus 12 voxels, probabilities averaged over the four front-back/left-right flips it was trained with; a whole-tumour component is kept
-only if at least half of the modalities' SAM masks agree on one of its voxels (the network refines SAM's lesions, it does not add new ones, and a piece that one modality's mask leaked
-into is what an annotator would erase; since 2026-12-06, before which any mask touching it sufficed: on the
-zero-shot axial masks of the validation cases legacy Dice unchanged, lesion-wise WT Dice box3d 0.787 → 0.886,
-auto 0.679 → 0.767; `training/README.md`); specks of ≤ 50 mm³ are removed region by region, keeping the nesting.
+masks plus 12 voxels, probabilities averaged over the four front-back/left-right flips it was trained with; a
+whole-tumour component is kept only if at least half of the modalities' SAM masks agree on one of its voxels (the
+network refines SAM's lesions, it does not add new ones, and a piece that one modality's mask leaked into is what an
+annotator would erase; since 2026-12-06, before which any mask touching it sufficed: on the zero-shot axial masks of
+the validation cases legacy Dice unchanged, lesion-wise WT Dice box3d 0.787 → 0.886, auto 0.679 → 0.767;
+`training/README.md`); specks of ≤ 50 mm³ are removed region by region, keeping the nesting.
 
 ## Limits
 - Six validation cases: differences of a few hundredths are within case-to-case noise; cases with a tiny
