@@ -24,13 +24,12 @@ import numpy as np
 from scipy import ndimage
 
 from .propagation import CancelCheck, ProgressCallback, PropagationSettings
-from .prompts import SlicePrompt, component_boxes
+from .prompts import SLIVER_FRACTION, SlicePrompt, component_boxes
 from .sam.engine import SamEngine
 from .volumes import ScalarVolume
 
 VIEW_AXES = (0, 1, 2)
 VOTES_NEEDED = 2
-SLIVER_FRACTION = 0.05
 MAX_ANISOTROPY = 2.0  # largest / smallest voxel side above which the other views' slices are too coarse
 _CONNECTIVITY_26 = ndimage.generate_binary_structure(3, 3)
 

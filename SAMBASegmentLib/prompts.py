@@ -19,6 +19,9 @@ from .errors import PromptError
 Item = TypeVar("Item")
 
 PixelBox = tuple[int, int, int, int]
+# A piece of an object this much smaller than the object's largest piece is noise (SAM's specks on a slice, the
+# three-view vote's slivers in a volume).
+SLIVER_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,23 @@ def objects_under_clicks(mask: np.ndarray, prompt: SlicePrompt) -> np.ndarray:
     nearest = ndimage.distance_transform_edt(components == 0, return_distances=False, return_indices=True)
     chosen = {int(components[nearest[0][row, col], nearest[1][row, col]]) for row, col in positives}
     return np.isin(components, sorted(chosen))
+
+
+def without_slivers(mask: np.ndarray, prompt: SlicePrompt) -> np.ndarray:
+    """A box prompt's mask without its 8-connected islands smaller than ``SLIVER_FRACTION`` of its largest piece.
+    The box frames one object, and SAM (the adapter more than zero-shot) adds specks of neighbouring tissue beside
+    it; over a few slices they stack into a false lesion (validation, a box on every slice: lesion-wise Dice
+    0.774 → 0.845, legacy 0.846 → 0.845). Click-only prompts are left to ``objects_under_clicks``."""
+    if prompt.box is None or not mask.any():
+        return mask
+    components, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    keep = sizes >= SLIVER_FRACTION * sizes.max()
+    keep[0] = False
+    return keep[components]
 
 
 def _contains(box: PixelBox, row: int, col: int) -> bool:

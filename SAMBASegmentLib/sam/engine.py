@@ -13,7 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ..prompts import SlicePrompt, objects_under_clicks
+from ..prompts import SlicePrompt, objects_under_clicks, without_slivers
 from ..volumes import ScalarVolume
 from .model import LITEMEDSAM, LoadedSam, load_sam
 from .preprocessing import SliceFrame
@@ -126,9 +126,10 @@ class SamEngine:
 
     def segment(self, volume: ScalarVolume, axis: int, index: int, prompts: Sequence[SlicePrompt]) -> np.ndarray:
         """Binary mask of a slice: the union of every prompt's object (several boxes = several lesions); a
-        click-only prompt keeps only the object under its positive clicks."""
+        click-only prompt keeps only the object under its positive clicks, a box prompt drops its specks."""
         frame = self.frame(volume, axis)
         mask = np.zeros(frame.shape, dtype=bool)
         for prompt in prompts:
-            mask |= objects_under_clicks((self.logits(volume, axis, index, prompt) > 0).numpy(), prompt)
+            segmented = (self.logits(volume, axis, index, prompt) > 0).numpy()
+            mask |= without_slivers(objects_under_clicks(segmented, prompt), prompt)
         return mask
