@@ -235,9 +235,9 @@ class VotingNetwork:
 def keep_lesions_most_modalities_see(label: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     """The network refines the lesions SAM segmented, it does not add new ones: a connected component of the
     whole tumour is kept only if at least half of the modalities' SAM masks agree on one of its voxels
-    (``agreement`` from ``agreement_map`` ≥ ``MIN_LESION_AGREEMENT``), else dropped with everything inside it. A piece beside the tumour that one modality's mask leaked
-    into is what an annotator would erase (on the validation cases: no legacy Dice lost, lesion-wise WT 0.79 →
-    0.89 for box3d, training/README.md)."""
+    (``agreement`` from ``agreement_map`` ≥ ``MIN_LESION_AGREEMENT``), else dropped with everything inside it.
+    A piece beside the tumour that one modality's mask leaked into is what an annotator would erase (on the
+    validation cases: no legacy Dice lost, lesion-wise WT 0.79 → 0.89 for box3d, training/README.md)."""
     seen = agreement >= MIN_LESION_AGREEMENT
     components, count = ndimage.label(label > 0, ndimage.generate_binary_structure(3, 3))
     if count == 0:
