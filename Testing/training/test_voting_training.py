@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,12 @@ def test_a_batch_normalised_run_ships_and_loads_with_its_statistics(data_dir: Pa
     manifest = export(run, tmp_path / "export")
     assert manifest["normalisation"] == "batch" and "batch norm" in manifest["architecture"]
     assert manifest["training_settings"]["cache"] == tmp_path.name  # the mask cache's name, not a path on this machine
+    assert manifest["training_masks"] == "litemedsam (zero-shot), axial only"  # a cache that does not say its engine
+    engine = "litemedsam + adapter sam_adapter on CPU (bf16 autocast)"
+    (tmp_path / "settings.json").write_text(json.dumps({"engine": engine, "views": 1}))
+    manifest = export(run, tmp_path / "export")
+    assert manifest["training_masks"] == f"{engine}, axial only"
+    assert f"trained on masks from\n{engine}, axial only" in model_card(manifest, [])  # the card says which SAM it learned
     trained = VotingUNet3D(INPUT_CHANNELS, normalisation="batch")
     trained.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     assert int(trained.encoders[0][1].num_batches_tracked) == BATCH_NORM_BATCHES

@@ -33,6 +33,7 @@ from .evaluate import format_table
 from .train import MAX_BORDER_SHIFT, MaskNoise, trained_weights
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
+ZERO_SHOT_ENGINE = "litemedsam (zero-shot)"  # mask caches written before they recorded their engine held its masks
 AS_NORMALISED = "as_normalised"  # the manifest's "intensities" for a network that sees the normalised images
 MEMBER_KEYS = ("file", "sha256", "bytes", "steps", "training_settings")  # what differs between an ensemble's members
 TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
@@ -61,6 +62,7 @@ def export(run: Path, destination: Path) -> dict:
         "trained_on": f"{len(settings['cases'])} BraTS training cases, SAM masks from box3d/jittered/auto prompts",
         "training_cases": settings["cases"], "never_seen": load_split(SPLIT_PATH)["validation"],
         "mask_variants": settings["variants"],
+        "training_masks": _sam_of(Path(settings["cache"])),
         "training_settings": {  # folders by name, not this machine's path
             k: Path(settings[k]).name if k in ("cache", "init") and settings[k] else settings[k]
             for k in TRAINING_SETTINGS if k in settings},
@@ -98,19 +100,25 @@ def combine(members: list[Path], destination: Path) -> dict:
     return manifest
 
 
-def _masks_of(evaluation: dict) -> str:
-    """Which SAM produced the masks an evaluation fused, as the mask cache's settings record it."""
-    settings_file = Path(evaluation.get("masks", "")) / "settings.json"
+def _sam_of(cache: Path) -> str:
+    """Which SAM produced a mask cache and in how many views, as the cache's settings record it."""
+    settings_file = cache / "settings.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    engine = settings.get("engine", "LiteMedSAM zero-shot")
     views = ", each checked in three views" if settings.get("views", 1) == 3 else ", axial only"
-    return (f"SAM masks from {engine}{views} "
-            f"(`--cache {Path(evaluation.get('masks', 'training/cache/voting_masks')).name}`)")
+    return settings.get("engine", ZERO_SHOT_ENGINE) + views
+
+
+def _masks_of(evaluation: dict) -> str:
+    """Which SAM produced the masks an evaluation fused."""
+    cache = Path(evaluation.get("masks", "training/cache/voting_masks"))
+    return f"SAM masks from {_sam_of(cache)} (`--cache {cache.name}`)"
 
 
 def model_card(manifest: dict, evaluations: list[dict]) -> str:
     members = manifest_members(manifest)
     trained = members[0].get("training_settings", {})
+    # networks shipped before the manifest said so were trained on zero-shot axial masks
+    training_masks = manifest.get("training_masks", f"{ZERO_SHOT_ENGINE}, axial only")
     mask_noise = trained.get("mask_noise", 0.0)
     inwards = trained.get("inward_share", MaskNoise.inward_share)
     together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
@@ -151,7 +159,8 @@ i.e. either, say tumour), TC = T1ce mask inside WT, ET = TC voxels above T1ce's 
 `flair_sam` = the FLAIR SAM mask alone (WT only); `flair_network` = the network's whole tumour from the FLAIR image
 and mask alone (what `samba evaluate|segment --prompt auto` report). The engine applies the shipped SAM adapter and
 checks each mask in three views by default, so `samba evaluate --refine` fuses the adapter's three-view masks;
-`--views 1` fuses axial masks and `--no-adapter` zero-shot ones (the network was trained on zero-shot axial masks).
+`--views 1` fuses axial masks and `--no-adapter` zero-shot ones (the network was trained on masks from
+{training_masks}).
 
 {tables}
 
@@ -167,8 +176,8 @@ the validation cases legacy Dice unchanged, lesion-wise WT Dice box3d 0.787 → 
 ## Limits
 - Six validation cases: differences of a few hundredths are within case-to-case noise; cases with a tiny
   enhancing part (Brats18_TCIA10_637_1: 1,585 ET voxels) pull the ET mean down.
-- Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with LiteMedSAM zero-shot, axial
-  masks; volumes whose voxels differ by more than 20 % are fused on a 1 mm grid (SimpleITK, linear / nearest) and
+- Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with masks from {training_masks};
+  volumes whose voxels differ by more than 20 % are fused on a 1 mm grid (SimpleITK, linear / nearest) and
   the label brought back. It was trained on axial masks; `samba` checks each mask in three views before fusing it
   (`SAMBASegmentLib/multiview.py`, `--views 1` to skip), and the tables above say which masks each figure fused.
 - The automatic-prompt masks of the training cases come from a detector trained on those same cases, so they
