@@ -90,9 +90,6 @@ class SamEngine:
         self._store(key, embedding)
         return embedding
 
-    def is_cached(self, volume: ScalarVolume, axis: int, index: int) -> bool:
-        return (volume.key, axis, int(index)) in self._cache
-
     def clear_cache(self, volume: ScalarVolume | None = None) -> None:
         """Forget embeddings of one volume (its voxels changed) or of all volumes."""
         for key in [k for k in self._cache if volume is None or k[0] == volume.key]:
