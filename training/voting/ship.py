@@ -178,8 +178,8 @@ the validation cases legacy Dice unchanged, lesion-wise WT Dice box3d 0.787 → 
   enhancing part (Brats18_TCIA10_637_1: 1,585 ET voxels) pull the ET mean down.
 - Trained on 1 mm isotropic, skull-stripped adult glioma (BraTS 2013/2018) with masks from {training_masks};
   volumes whose voxels differ by more than 20 % are fused on a 1 mm grid (SimpleITK, linear / nearest) and
-  the label brought back. It was trained on axial masks; `samba` checks each mask in three views before fusing it
-  (`SAMBASegmentLib/multiview.py`, `--views 1` to skip), and the tables above say which masks each figure fused.
+  the label brought back. `samba` checks each mask in three views before fusing it (`SAMBASegmentLib/multiview.py`,
+  `--views 1` to skip), and the tables above say which masks each figure fused.
 - The automatic-prompt masks of the training cases come from a detector trained on those same cases, so they
   are better than on new cases.
 
