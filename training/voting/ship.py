@@ -33,7 +33,7 @@ from .evaluate import format_table
 from .train import MAX_BORDER_SHIFT, MaskNoise, trained_weights
 
 WEIGHTS_FILE = "voting_unet3d.safetensors"
-ZERO_SHOT_ENGINE = "litemedsam (zero-shot)"  # mask caches written before they recorded their engine held its masks
+ZERO_SHOT_ENGINE = "litemedsam (zero-shot)"  # the SAM of mask caches that do not record theirs
 AS_NORMALISED = "as_normalised"  # the manifest's "intensities" for a network that sees the normalised images
 MEMBER_KEYS = ("file", "sha256", "bytes", "steps", "training_settings")  # what differs between an ensemble's members
 TRAINING_SETTINGS = ("steps", "batch", "lr", "seed", "drop", "mask_noise", "max_border_shift", "inward_share",
@@ -100,10 +100,11 @@ def combine(members: list[Path], destination: Path) -> dict:
     return manifest
 
 
-def _sam_of(cache: Path) -> str:
-    """Which SAM produced a mask cache and in how many views, as the cache's settings record it."""
-    settings_file = cache / "settings.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+def _sam_of(cache: Path | None) -> str:
+    """Which SAM produced a mask cache and in how many views, as the cache's settings record it (no cache, or one
+    written before it recorded them: zero-shot axial masks)."""
+    settings_file = cache / "settings.json" if cache else None
+    settings = json.loads(settings_file.read_text()) if settings_file and settings_file.is_file() else {}
     views = ", each checked in three views" if settings.get("views", 1) == 3 else ", axial only"
     return settings.get("engine", ZERO_SHOT_ENGINE) + views
 
@@ -118,7 +119,7 @@ def model_card(manifest: dict, evaluations: list[dict]) -> str:
     members = manifest_members(manifest)
     trained = members[0].get("training_settings", {})
     # networks shipped before the manifest said so were trained on zero-shot axial masks
-    training_masks = manifest.get("training_masks", f"{ZERO_SHOT_ENGINE}, axial only")
+    training_masks = manifest.get("training_masks") or _sam_of(None)
     mask_noise = trained.get("mask_noise", 0.0)
     inwards = trained.get("inward_share", MaskNoise.inward_share)
     together = ", every modality of a patch the same way" if trained.get("same_direction") else ""
