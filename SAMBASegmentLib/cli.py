@@ -59,7 +59,10 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                             "(default: the shipped one if its manifest makes it the default)")
     group.add_argument("--no-adapter", action="store_true", help="run the base model zero-shot")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    group.add_argument("--no-bf16", action="store_true", help="keep the CPU encoder in fp32")
+    group.add_argument("--no-bf16", action="store_true", help="keep a PyTorch encoder on the CPU in fp32")
+    group.add_argument("--encoder-runtime", default="auto", choices=("auto", "torch", "onnxruntime"),
+                       help="what runs SAM's image encoder (default auto: ONNX Runtime in fp32 for LiteMedSAM on a "
+                            "CPU, about 1.8x faster than PyTorch bf16 and 4x faster than PyTorch fp32; else PyTorch)")
 
 
 def _add_refine_options(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +98,8 @@ def _engine(args: argparse.Namespace):
     from .sam.engine import SamEngine  # torch loads here, not at `samba --help`
 
     engine = SamEngine.create(args.base, adapter=None if args.no_adapter else args.adapter, device=args.device,
-                              bf16=False if args.no_bf16 else None, vit_type=args.vit_type)
+                              bf16=False if args.no_bf16 else None, vit_type=args.vit_type,
+                              encoder_runtime=args.encoder_runtime)
     print(f"model: {engine.describe()}", file=sys.stderr)
     return engine
 

@@ -27,3 +27,7 @@ class WeightsError(SambaError):
 
 class LabelError(SambaError):
     """A label map whose values fit no known BraTS convention."""
+
+
+class SettingsError(SambaError):
+    """Engine settings that cannot go together, such as a runtime asked for on a device it does not run on."""
