@@ -23,10 +23,11 @@ from .preprocessing import SliceFrame
 
 log = logging.getLogger(__name__)
 
-# "auto": LiteMedSAM's encoder on a CPU runs in ONNX Runtime (fp32), anything else in PyTorch (bf16 autocast where
-# the CPU has native bf16). On the 2-core development CPU, which has bf16, ONNX Runtime encodes a slice in 0.40 s
-# against 0.73 s for PyTorch bf16 and 1.6 s for PyTorch fp32 (`samba bench`); the ViT bases are not exported (untested,
-# and their export takes minutes).
+# "auto": PyTorch under bf16 autocast where the CPU has native bf16 (the adapter was trained on bf16 embeddings, and
+# in fp32 the validation Dice is 0.2-0.4 points lower) and on a GPU; LiteMedSAM on any other CPU in ONNX Runtime,
+# fp32 as PyTorch would run it there, 3-4x faster. On the 2-core development CPU (avx512_bf16) ONNX Runtime encodes a
+# slice in 0.40 s, PyTorch in 0.73 s under bf16 and 1.6 s in fp32 (`samba bench --encoder-runtime`). The ViT bases
+# are not exported (untested, and their export takes minutes).
 ENCODER_RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
@@ -42,26 +43,38 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def checked_device(device: torch.device | str | None, encoder_runtime: str = "auto") -> torch.device:
+    """The device to run on (default: the GPU if there is one), refused with a clear message where this computer
+    cannot run it or the encoder runtime asked for does not run there."""
+    chosen = torch.device(device) if device else default_device()
+    if encoder_runtime not in ENCODER_RUNTIMES:
+        raise SettingsError(f"unknown encoder runtime {encoder_runtime!r}; expected one of {ENCODER_RUNTIMES}")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError("a GPU (CUDA) was asked for, but PyTorch finds no usable NVIDIA GPU on this computer; "
+                            "use --device cpu")
+    if encoder_runtime == "onnxruntime" and chosen.type != "cpu":
+        raise SettingsError(f"the ONNX Runtime encoder runs on the CPU, not on {chosen.type.upper()}; "
+                            "use --encoder-runtime torch or --device cpu")
+    return chosen
+
+
 class SamEngine:
     """Segment slices of ScalarVolumes with prompts; one engine serves any number of volumes and views."""
 
     def __init__(self, sam: LoadedSam, device: torch.device | str | None = None, bf16: bool | None = None,
                  cache_megabytes: int = 2048, encoder_runtime: str = "auto") -> None:
         self.sam = sam
-        self.device = torch.device(device) if device is not None else default_device()
-        if encoder_runtime not in ENCODER_RUNTIMES:
-            raise SettingsError(f"unknown encoder runtime {encoder_runtime!r}; expected one of {ENCODER_RUNTIMES}")
-        if encoder_runtime == "onnxruntime" and self.device.type != "cpu":
-            raise SettingsError(f"the ONNX Runtime encoder runs on the CPU, not on {self.device.type.upper()}; "
-                                "use --encoder-runtime torch or --device cpu")
+        self.device = checked_device(device, encoder_runtime)
         self.sam.model.to(self.device)
-        if encoder_runtime == "auto":
-            encoder_runtime = "onnxruntime" if self.device.type == "cpu" and sam.name == LITEMEDSAM else "torch"
         if bf16 is None:
             bf16 = self.device.type == "cpu" and cpu_supports_bf16()
-        self.bf16 = bf16 and encoder_runtime == "torch"
-        self.encoder_runtime = encoder_runtime
-        self._onnx_encoder: OnnxImageEncoder | None = None  # exported at the first slice encoded
+        if encoder_runtime == "auto":
+            plain_cpu = self.device.type == "cpu" and not bf16 and sam.name == LITEMEDSAM
+            encoder_runtime = "onnxruntime" if plain_cpu else "torch"
+        # exported here, not at the first slice, so that the first slice's time is the encoder's own
+        self._onnx_encoder = self._exported_encoder() if encoder_runtime == "onnxruntime" else None
+        self.encoder_runtime = "onnxruntime" if self._onnx_encoder is not None else "torch"
+        self.bf16 = bf16 and self.encoder_runtime == "torch"
         self._cache: OrderedDict[tuple[str, int, int], torch.Tensor] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_megabytes * 2**20
@@ -70,7 +83,7 @@ class SamEngine:
     @classmethod
     def create(cls, base: str = LITEMEDSAM, adapter: str | None = "default", device: str | None = None,
                bf16: bool | None = None, vit_type: str = "vit_b", encoder_runtime: str = "auto") -> "SamEngine":
-        device_ = torch.device(device) if device else default_device()
+        device_ = checked_device(device, encoder_runtime)  # before minutes of loading, not after
         return cls(load_sam(base, vit_type=vit_type, adapter=adapter, device=device_), device_, bf16,
                    encoder_runtime=encoder_runtime)
 
@@ -92,24 +105,21 @@ class SamEngine:
         images = torch.stack([frame.image_to_model(volume.slice(axis, i)) for i in indices]) * self.sam.input_scale
         images = self.sam.model.preprocess(images.to(self.device))
         self.encoder_calls += len(indices)
-        onnx_encoder = self._onnx_image_encoder() if self.encoder_runtime == "onnxruntime" else None
-        if onnx_encoder is not None:
-            return onnx_encoder(images)
+        if self._onnx_encoder is not None:
+            return self._onnx_encoder(images)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with torch.inference_mode(), autocast:
             embeddings = self.sam.model.image_encoder(images)
         return embeddings.float()
 
-    def _onnx_image_encoder(self) -> OnnxImageEncoder | None:
-        """The exported encoder; if the export fails the engine goes on in PyTorch (slower, same masks) and says so."""
-        if self._onnx_encoder is None:
-            try:
-                self._onnx_encoder = OnnxImageEncoder(self.sam.model.image_encoder, self.sam.input_size)
-            except Exception as exc:  # any exporter or runtime failure: never block segmentation on speed
-                log.warning("ONNX Runtime encoder unavailable (%s); encoding in PyTorch fp32", exc)
-                self.encoder_runtime = "torch"
-                return None
-        return self._onnx_encoder
+    def _exported_encoder(self) -> OnnxImageEncoder | None:
+        """The encoder in ONNX Runtime; if the export fails the engine goes on in PyTorch (slower, same masks) and
+        says so: speed must never stop a segmentation."""
+        try:
+            return OnnxImageEncoder(self.sam.model.image_encoder, self.sam.input_size)
+        except Exception as exc:  # any exporter or runtime failure
+            log.warning("ONNX Runtime encoder unavailable (%s); the image encoder runs in PyTorch", exc)
+            return None
 
     def _store(self, key: tuple[str, int, int], embedding: torch.Tensor) -> None:
         self._cache[key] = embedding

@@ -1,4 +1,4 @@
-"""SAM's image encoder run by ONNX Runtime: the engine's default on a CPU.
+"""SAM's image encoder run by ONNX Runtime: the engine's default on a CPU without native bf16 (most laptops).
 
 The encoder is ~95 % of a prompt's time. PyTorch runs LiteMedSAM's TinyViT eagerly as hundreds of small
 operations; ONNX Runtime runs the same graph fused: on 2 CPU threads 0.40 s per slice in fp32, against 0.73 s for
