@@ -64,7 +64,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder-runtime", default="auto", choices=("auto", "torch", "onnxruntime"),
                        help="what runs SAM's image encoder (default auto: PyTorch with bf16 autocast on a CPU that "
                             "has native bf16, and on a GPU; ONNX Runtime in fp32 on other CPUs, 3-4x faster than "
-                            "PyTorch fp32; onnxruntime on a bf16 CPU: 1.8x faster, Dice 0.2-0.4 points lower)")
+                            "PyTorch fp32; onnxruntime on a bf16 CPU: a little faster, Dice 0.2-0.4 points lower)")
 
 
 def _add_refine_options(parser: argparse.ArgumentParser) -> None:

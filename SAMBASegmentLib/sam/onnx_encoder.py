@@ -4,7 +4,7 @@ The encoder is ~95 % of a prompt's time. PyTorch runs LiteMedSAM's TinyViT eager
 operations; ONNX Runtime runs the same graph fused: on 2 CPU threads 0.40 s per slice in fp32, against 0.73 s for
 PyTorch under bf16 autocast and 1.6 s for PyTorch fp32 (``samba bench --encoder-runtime``), with embeddings equal to
 PyTorch's fp32 ones within 1e-5. The graph is exported in memory from the loaded model, adapter merged, when the
-engine first encodes a slice: nothing is written to disk or downloaded, and it always matches the engine's weights.
+engine loads (about 3 s): nothing is written to disk or downloaded, and it always matches the engine's weights.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 class OnnxImageEncoder:
     """A callable with the encoder's signature: (N, 3, S, S) float images → (N, C, H, W) embeddings."""
 
-    def __init__(self, encoder: torch.nn.Module, input_size: int, threads: int | None = None) -> None:
+    def __init__(self, encoder: torch.nn.Module, input_size: int) -> None:
         import onnxruntime
 
         graph = io.BytesIO()
@@ -29,7 +29,7 @@ class OnnxImageEncoder:
             torch.onnx.export(encoder.eval(), (example,), graph, input_names=["image"], output_names=["embedding"],
                               opset_version=17, dynamo=False)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()  # the threads PyTorch was given (OMP_NUM_THREADS)
         options.log_severity_level = 3  # errors only: the optimiser's notes are not the user's business
         self.session = onnxruntime.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
 
