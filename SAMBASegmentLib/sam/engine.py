@@ -25,9 +25,8 @@ log = logging.getLogger(__name__)
 
 # "auto": PyTorch under bf16 autocast where the CPU has native bf16 (the adapter was trained on bf16 embeddings, and
 # in fp32 the validation Dice is 0.2-0.4 points lower) and on a GPU; LiteMedSAM on any other CPU in ONNX Runtime,
-# fp32 as PyTorch would run it there, 3-4x faster. On the 2-core development CPU (avx512_bf16) ONNX Runtime encodes a
-# slice in 0.40 s, PyTorch in 0.73 s under bf16 and 1.6 s in fp32 (`samba bench --encoder-runtime`). The ViT bases
-# are not exported (untested, and their export takes minutes).
+# fp32 as PyTorch would run it there, 3-4x faster (figures: onnx_encoder.py). The ViT bases are not exported
+# (untested, and their export takes minutes).
 ENCODER_RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
