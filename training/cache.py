@@ -5,7 +5,7 @@ second on a CPU. Embeddings come from the engine itself (``SamEngine.embedding``
 and bf16 autocast as at inference). Building is resumable: slices are encoded in order and the count of
 finished ones is saved after every chunk.
 
-    python -m training.cache --out training/cache/default [--slices-per-case 60] [--synthetic 120]
+    python -m training.cache --out training/cache/default [--slices-per-case 60] [--synthetic 120] [--degrade-fraction 0.3]
 """
 
 from __future__ import annotations
@@ -154,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exemplar-fraction", type=float, default=BuilderSettings.exemplar_fraction,
                         help="share of labelled slices used as synthesis exemplars (Cheap Lunch: 0.005, 0.01, 0.03)")
     parser.add_argument("--synthetic", type=int, default=CacheSettings.synthetic, help="synthetic slices to add")
+    parser.add_argument("--degrade-fraction", type=float, default=BuilderSettings.degrade_fraction,
+                        help="share of real slices degraded as older scanners give them (the detector's export: 0.3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
-    settings = CacheSettings(BuilderSettings(slices_per_case=args.slices_per_case, exemplar_fraction=args.exemplar_fraction),
+    settings = CacheSettings(BuilderSettings(slices_per_case=args.slices_per_case, exemplar_fraction=args.exemplar_fraction,
+                                             degrade_fraction=args.degrade_fraction),
                              SynthesisSettings(), args.synthetic, args.seed)
     cache = build_cache(Path(args.out), settings, case_dirs("training", Path(args.data_dir)))
     print(f"{cache.folder}: {len(cache)} slices, {cache.encoded} encoded")

@@ -4,10 +4,13 @@ Slices are taken from the engine's own normalised volumes (``load_case``), so tr
 engine sees; the SAM framing is applied later by the engine's ``SliceFrame``. Most slices hold tumour; a few
 tumour-free brain slices are kept as negatives (propagation hands SAM such slices past the tumour's end). While
 a case is loaded, labelled exemplars (for synthesis) and tumour-free recipient slices are drawn from it too.
+A share of the training slices (``degrade_fraction``, none by default) can be degraded as older scanners give
+them; those decisions come from a generator of their own, so the slices drawn are the same with or without.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,8 @@ import numpy as np
 
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.volumes import Case, load_case
+
+from .degradation import degrade
 
 VIEWS = {"axial": 0, "coronal": 1, "sagittal": 2}
 
@@ -54,6 +59,7 @@ class BuilderSettings:
     min_brain_fraction: float = 0.5  # of the case's largest brain cross-section: no slivers at the top of the head
     exemplar_fraction: float = 0.01
     recipients_per_view: int = 3
+    degrade_fraction: float = 0.0  # share of training slices replaced by a degraded version (thick, bias, noise)
 
 
 @dataclass
@@ -66,11 +72,17 @@ class CaseSlices:
     tumour_slices_available: int
 
 
-def _record(case: Case, modality: str, axis: int, index: int) -> SliceRecord:
+def _record(case: Case, modality: str, axis: int, index: int,
+            degrade_rng: np.random.Generator | None = None) -> SliceRecord:
+    """One slice of the case; degraded (``source`` "degraded") when given the generator that degrades it."""
     volume = case.volume(modality)
     rest = [s for a, s in enumerate(case.spacing) if a != axis]
-    return SliceRecord(case.name, modality, axis, int(index), volume.slice(axis, index).astype(np.float32),
-                       np.take(case.label, index, axis=axis).astype(np.uint8), (rest[0], rest[1]))
+    if degrade_rng is None:
+        image, source = volume.slice(axis, index).astype(np.float32), "real"
+    else:
+        image, source = degrade(volume.array, axis, index, degrade_rng), "degraded"
+    return SliceRecord(case.name, modality, axis, int(index), image,
+                       np.take(case.label, index, axis=axis).astype(np.uint8), (rest[0], rest[1]), source)
 
 
 def _allocation(settings: BuilderSettings, modalities: list[str]) -> dict[tuple[str, str], int]:
@@ -88,6 +100,7 @@ def slices_of_case(folder: Path, settings: BuilderSettings, rng: np.random.Gener
         raise ValueError(f"{case.name}: a training case needs a label map")
     tumour = region_mask(case.label, "WT")
     modalities = [m for m in settings.modality_weights if m in case.volumes]
+    degrade_rng = np.random.default_rng(zlib.crc32(case.name.encode()))
     records, exemplars, recipients, available = [], [], [], 0
     for (modality, view), count in _allocation(settings, modalities).items():
         axis = VIEWS[view]
@@ -100,7 +113,9 @@ def slices_of_case(folder: Path, settings: BuilderSettings, rng: np.random.Gener
         n_empty = min(without.size, int(round(count * settings.empty_fraction)))
         n_tumour = min(with_tumour.size, count - n_empty)
         chosen = list(rng.choice(with_tumour, n_tumour, replace=False)) + list(rng.choice(without, n_empty, replace=False))
-        records += [_record(case, modality, axis, i) for i in sorted(int(c) for c in chosen)]
+        records += [_record(case, modality, axis, i,
+                            degrade_rng if degrade_rng.random() < settings.degrade_fraction else None)
+                    for i in sorted(int(c) for c in chosen)]
         n_exemplars = int(rng.binomial(with_tumour.size, settings.exemplar_fraction)) if with_tumour.size else 0
         exemplars += [_record(case, modality, axis, int(i)) for i in rng.choice(with_tumour, n_exemplars, replace=False)]
         n_recipients = min(without.size, settings.recipients_per_view)

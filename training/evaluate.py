@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modality", action="append", help="modalities (default flair)")
     parser.add_argument("--prompts", nargs="+", default=["box2d", "box3d", "points", "points+3"], choices=PROMPT_CONFIGS)
     parser.add_argument("--cases", nargs="+", help="a subset of the validation cases (default: all of them)")
+    parser.add_argument("--no-zero-shot", action="store_true",
+                        help="score the adapters only (zero-shot LiteMedSAM's figures are in the model card)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
     parser.add_argument("--json", required=True)
     args = parser.parse_args(argv)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             if modality not in case.volumes:
                 print(f"{case.name}: no {modality}, skipped", file=sys.stderr)
                 continue
-            for name in bank.names:
+            for name in [n for n in bank.names if not (args.no_zero_shot and n == "zero-shot")]:
                 start = time.perf_counter()
                 if name == "multiclass":
                     rows.append({"case": case.name, "model": name, "modality": modality, "config": "box2d-classes",

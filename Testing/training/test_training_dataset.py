@@ -48,6 +48,23 @@ def test_records_are_the_engine_slices_with_their_labels(built):
     assert all(not r.tumour.any() for r in found.recipients) and all(r.tumour.any() for r in found.exemplars)
 
 
+def test_degraded_slices_are_the_same_slices_with_their_labels(built, data_dir):
+    """Degrading a share of the slices (older scanners) changes images only: same slices, same labels."""
+    case, found = built
+    degraded = slices_of_case(data_dir / CASE, BuilderSettings(degrade_fraction=0.5), np.random.default_rng(3))
+    assert [(r.modality, r.axis, r.index) for r in degraded.records] == [(r.modality, r.axis, r.index) for r in found.records]
+    sources = [r.source for r in degraded.records]
+    assert 0.3 * len(sources) < sources.count("degraded") < 0.7 * len(sources)
+    for plain, record in zip(found.records, degraded.records):
+        np.testing.assert_array_equal(record.label, plain.label)
+        if record.source == "real":
+            np.testing.assert_array_equal(record.image, plain.image)
+        else:
+            assert 0.0 <= record.image.min() and record.image.max() <= 1.0
+            assert not np.array_equal(record.image, plain.image)
+            assert np.corrcoef(record.image.ravel(), plain.image.ravel())[0, 1] > 0.9
+
+
 def test_boxes_contain_the_tumour_with_at_most_20_px_jitter(built):
     rng = np.random.default_rng(0)
     for record in [r for r in built[1].records if r.tumour.any()]:

@@ -24,6 +24,7 @@ from SAMBASegmentLib.detection import slice_to_detector_image
 from SAMBASegmentLib.labels import region_mask
 from SAMBASegmentLib.prompts import PixelBox, component_boxes
 from SAMBASegmentLib.volumes import Case, load_case
+from training.degradation import degrade
 from training.detector.common import DATASET_DIR, VIEWS, case_folder, case_roles
 from training.split import DEFAULT_DATA_DIR
 
@@ -55,25 +56,6 @@ def yolo_line(box: PixelBox, shape: tuple[int, int]) -> str:
     r0, c0, r1, c1 = box
     return (f"0 {(c0 + c1 + 1) / 2 / cols:.6f} {(r0 + r1 + 1) / 2 / rows:.6f} "
             f"{(c1 - c0 + 1) / cols:.6f} {(r1 - r0 + 1) / rows:.6f}")
-
-
-def degrade(array: np.ndarray, axis: int, index: int, rng: np.random.Generator) -> np.ndarray:
-    """A lower-quality version of one slice: thick-slice partial volume (mean of 3 or 5 neighbours), a smooth
-    multiplicative bias field and Gaussian noise, each applied at random; clipped to [0, 1]."""
-    moved = np.moveaxis(array, axis, 0)
-    plane = moved[index].copy()
-    if rng.random() < 0.5:
-        radius = int(rng.integers(1, 3))
-        plane = moved[max(0, index - radius):index + radius + 1].mean(axis=0)
-    brain = plane > 0
-    if rng.random() < 0.6:
-        rows, cols = np.meshgrid(np.linspace(-1, 1, plane.shape[0]), np.linspace(-1, 1, plane.shape[1]),
-                                 indexing="ij")
-        a, b, c = rng.uniform(-0.25, 0.25, size=3)
-        plane = plane * np.exp(a * rows + b * cols + c * rows * cols)
-    if rng.random() < 0.6:
-        plane = plane + brain * rng.normal(0.0, rng.uniform(0.01, 0.06), size=plane.shape)
-    return np.clip(plane, 0.0, 1.0).astype(np.float32)
 
 
 def choose_slices(tumour: np.ndarray, brain: np.ndarray, axis: int, stride: int, settings: ExportSettings,
