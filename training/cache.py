@@ -121,6 +121,9 @@ def build_cache(out: Path, settings: CacheSettings, folders: list[Path], chunk: 
         images.flush(), labels.flush()
         np.lib.format.open_memmap(out / "embeddings.npy", "w+", np.float16, (len(records), *EMBEDDING_SHAPE)).flush()
         save_sheet([r for r in records if r.source == "synthetic"][:36], out / "synthesis_sheet.png")
+        degraded = [r for r in records if r.source == "degraded"]
+        if degraded:
+            save_sheet(degraded[::max(1, len(degraded) // 36)][:36], out / "degraded_sheet.png")
         meta = {"settings": asdict(settings), "split": str(SPLIT_PATH.name), "training_cases": [f.name for f in folders],
                 "exemplars": len(exemplars), "labelled_slices_available": available,
                 "records": [_describe(r) for r in records]}

@@ -126,7 +126,7 @@ def synthesize_many(exemplars: list[SliceRecord], recipients: list[SliceRecord],
 
 
 def save_sheet(samples: list[SliceRecord], path: Path, columns: int = 6) -> Path:
-    """A PNG grid of synthetic slices with the label outlined (red NETC, green SNFH, yellow ET)."""
+    """A PNG grid of slices (synthetic or degraded) with the label outlined (red NETC, green SNFH, yellow ET)."""
     import matplotlib
 
     matplotlib.use("Agg")
